@@ -1,0 +1,133 @@
+"""The NeRF model: samplers, coarse and fine fields and the volume renderer, put together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from nerf_lab.rays import RayBundle
+from nerf_lab.rendering import (
+    accumulate,
+    composite_onto_background,
+    expected_depth,
+    opacity,
+    render_weights,
+)
+from nerf_lab.sampling import merge_edges, midpoints, sample_pdf, stratified_edges
+
+RenderOutputs = dict[str, Tensor]
+
+
+class NeRFModel(nn.Module):
+    """Renders rays through a radiance field, with the paper's hierarchical sampling.
+
+    A field is any module mapping (positions (*b, 3), unit directions (*b, 3) or broadcastable)
+    to (rgb (*b, 3), density (*b)), such as `NeRFField`: the renderer knows nothing of networks.
+
+    Coarse pass: `n_coarse` stratified samples in [near, far] through `coarse_field`.
+    Fine pass (when `n_fine > 0`): `n_fine` samples drawn from the coarse weights, merged
+    with the coarse ones, all `n_coarse + n_fine` through `fine_field` (a second network, as
+    in the paper). `n_fine = 0` is the single-pass model of Tiny NeRF.
+
+    `forward` returns `rgb` (composited onto `background`), `depth`, `opacity` and `weights`
+    of the last pass, plus `rgb_coarse` when there is a fine pass (both are supervised).
+    Samples are stratified (random) only in training mode and when `perturb` is set.
+    """
+
+    def __init__(
+        self,
+        coarse_field: nn.Module,
+        fine_field: nn.Module | None,
+        n_coarse: int,
+        n_fine: int,
+        near: float,
+        far: float,
+        background: Sequence[float] = (1.0, 1.0, 1.0),
+        perturb: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_coarse < 1 or n_fine < 0:
+            raise ValueError(f"need n_coarse >= 1 and n_fine >= 0, got {n_coarse} and {n_fine}")
+        if (n_fine > 0) != (fine_field is not None):
+            raise ValueError("a fine field is needed exactly when n_fine > 0")
+        if not 0.0 <= near < far:
+            raise ValueError(f"need 0 <= near < far, got near={near}, far={far}")
+        self.coarse_field = coarse_field
+        self.fine_field = fine_field
+        self.n_coarse = n_coarse
+        self.n_fine = n_fine
+        self.near = near
+        self.far = far
+        self.perturb = perturb
+        self.register_buffer("background", torch.tensor(background, dtype=torch.float32))
+
+    def forward(self, rays: RayBundle) -> RenderOutputs:
+        stratified = self.training and self.perturb
+        n_rays = rays.origins.shape[0]
+        coarse_edges = stratified_edges(
+            n_rays, self.n_coarse, self.near, self.far, stratified, rays.origins.device
+        )
+        coarse = self.render_samples(self.coarse_field, rays, coarse_edges)
+        if self.fine_field is None:
+            return coarse
+        fine_depths = sample_pdf(
+            coarse_edges, coarse["weights"], self.n_fine, deterministic=not stratified
+        )
+        fine = self.render_samples(self.fine_field, rays, merge_edges(coarse_edges, fine_depths))
+        fine["rgb_coarse"] = coarse["rgb"]
+        return fine
+
+    def render_samples(
+        self,
+        field: nn.Module,
+        rays: RayBundle,
+        edges: Float[Tensor, "rays edges"],
+    ) -> RenderOutputs:
+        """Query `field` at the centres of the intervals bounded by `edges` and composite."""
+        depths = midpoints(edges)
+        positions = rays.origins[:, None, :] + rays.directions[:, None, :] * depths[..., None]
+        direction_norm = rays.directions.norm(dim=-1, keepdim=True)
+        view_directions = (rays.directions / direction_norm)[:, None, :]
+        rgb, density = field(positions, view_directions)
+
+        # The compositing sums stay in float32 under autocast (see nerf_lab.rendering).
+        with torch.autocast(device_type=edges.device.type, enabled=False):
+            deltas = (edges[:, 1:] - edges[:, :-1]) * direction_norm
+            weights, _, _ = render_weights(density, deltas)
+            ray_opacity = opacity(weights)
+            return {
+                "rgb": composite_onto_background(
+                    accumulate(weights, rgb), ray_opacity, self.background
+                ),
+                "depth": expected_depth(weights, depths),
+                "opacity": ray_opacity,
+                "weights": weights,
+            }
+
+
+@torch.no_grad()
+def render_in_chunks(
+    render_fn: Callable[[RayBundle], RenderOutputs],
+    rays: RayBundle,
+    chunk: int,
+    keys: Sequence[str] = ("rgb", "depth", "opacity"),
+) -> RenderOutputs:
+    """Render rays of any leading shape (a whole (H, W) view) `chunk` rays at a time.
+
+    Only the per-ray outputs named in `keys` are kept, so the memory needed beyond the
+    outputs themselves is that of one chunk: an 800×800 view renders in the memory of
+    `chunk` rays.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of rays, got {chunk}")
+    shape = rays.shape
+    flat = rays.reshape(-1)
+    pieces: dict[str, list[Tensor]] = {key: [] for key in keys}
+    for start in range(0, flat.shape[0], chunk):
+        outputs = render_fn(flat[start : start + chunk])
+        for key in keys:
+            pieces[key].append(outputs[key])
+    return {key: torch.cat(parts).reshape(*shape, *parts[0].shape[1:]) for key, parts in pieces.items()}

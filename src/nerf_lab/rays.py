@@ -1,0 +1,83 @@
+"""Rays of a pinhole camera in the Blender / OpenGL convention.
+
+The camera looks down its −z axis with +x right and +y up; a pose is the camera-to-world
+matrix [R | t] (3×4 or 4×4). The ray through pixel (row i, column j) leaves the camera
+centre t along
+
+    d = R · ((j + ½ − W/2) / f,  −(i + ½ − H/2) / f,  −1)
+
+through the pixel's centre. d is deliberately not normalised: its camera-space z component is
+−1, so a distance t along the ray is a depth along the optical axis, and `near`/`far` bound
+depth as in the authors' code. Renderers scale by |d| to get metric distances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class RayBundle:
+    """Ray origins and (unnormalised) directions with a common leading shape."""
+
+    origins: Float[Tensor, "*batch 3"]
+    directions: Float[Tensor, "*batch 3"]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.origins.shape[:-1]
+
+    def reshape(self, *shape: int) -> RayBundle:
+        return RayBundle(self.origins.reshape(*shape, 3), self.directions.reshape(*shape, 3))
+
+    def __getitem__(self, index: slice | Tensor) -> RayBundle:
+        return RayBundle(self.origins[index], self.directions[index])
+
+    def to(self, device: torch.device | str) -> RayBundle:
+        return RayBundle(self.origins.to(device), self.directions.to(device))
+
+
+def focal_from_fov(camera_angle_x: float, width: int) -> float:
+    """Focal length in pixels of a camera `width` pixels wide with horizontal field of view
+    `camera_angle_x` (radians): f = ½ W / tan(½ camera_angle_x)."""
+    return 0.5 * width / math.tan(0.5 * camera_angle_x)
+
+
+def pixel_rays(
+    poses: Float[Tensor, "*batch 3 4"] | Float[Tensor, "*batch 4 4"],
+    rows: Int[Tensor, "*batch"] | Float[Tensor, "*batch"],
+    cols: Int[Tensor, "*batch"] | Float[Tensor, "*batch"],
+    focal: float,
+    height: int,
+    width: int,
+) -> RayBundle:
+    """Rays through the centres of pixels (rows, cols), each with its own camera-to-world pose.
+
+    `poses` has the same leading shape as `rows` and `cols` (gather per-ray poses first), so
+    a training batch drawn across many views is one call.
+    """
+    x = (cols + 0.5 - 0.5 * width) / focal
+    y = -(rows + 0.5 - 0.5 * height) / focal
+    camera_dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1).to(poses.dtype)
+    rotation = poses[..., :3, :3]
+    directions = (rotation @ camera_dirs[..., None])[..., 0]
+    origins = poses[..., :3, 3].expand_as(directions)
+    return RayBundle(origins, directions)
+
+
+def image_rays(
+    pose: Float[Tensor, "3 4"] | Float[Tensor, "4 4"], focal: float, height: int, width: int
+) -> RayBundle:
+    """Rays through every pixel of one view, shaped (height, width)."""
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=pose.device, dtype=pose.dtype),
+        torch.arange(width, device=pose.device, dtype=pose.dtype),
+        indexing="ij",
+    )
+    poses = pose[:3, :4].expand(height, width, 3, 4)
+    return pixel_rays(poses, rows, cols, focal, height, width)
