@@ -29,3 +29,62 @@ requires_lego = pytest.mark.skipif(
     reason=f"the real Lego scene is not at {lego_dir()} (set NERF_SYNTHETIC_DIR to the folder "
     "that holds nerf_synthetic's scenes)",
 )
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the whole test session: the built-in scene is rendered once a resolution."""
+    return tmp_path_factory.mktemp("nerf_lab_cache")
+
+
+@pytest.fixture(scope="session")
+def builtin_scene_32px(cache_dir) -> Path:
+    from nerf_lab.data.builtin_scene import ensure_builtin_scene
+
+    return ensure_builtin_scene(cache_dir, 32)
+
+
+# Small enough for a CPU test: a 32 px built-in scene, few rays, few samples, few steps.
+FAST_OVERRIDES = [
+    "data.resolution=32",
+    "data.batch_rays=128",
+    "data.val_views=1",
+    "data.test_views=2",
+    "sampling.n_c=16",
+    "sampling.chunk=4096",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=6",
+    "trainer.log_every_n_steps=3",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.last_checkpoint.every_n_train_steps=5",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None, cache: Path | None = None):
+    """The real training config, as the command line would compose it."""
+    from hydra import compose, initialize_config_dir
+
+    from nerf_lab.config import CONF_DIR
+
+    extra = []
+    if output_dir is not None:
+        extra.append(f"paths.output_dir={output_dir}")
+    if cache is not None:
+        extra.append(f"paths.cache_dir={cache}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def make_cfg(tmp_path, cache_dir):
+    """make_cfg(*overrides) -> a fast training config writing into its own tmp folder."""
+    counter = iter(range(1000))
+
+    def make(*overrides: str, fast: bool = True):
+        output_dir = tmp_path / f"run{next(counter)}"
+        return compose_config([*(FAST_OVERRIDES if fast else []), *overrides], output_dir, cache_dir)
+
+    return make

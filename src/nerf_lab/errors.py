@@ -1,0 +1,45 @@
+"""Errors in what the user gave us (config values, data files), shown as one line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Exit status for bad input, as argparse and Hydra use for a bad command line.
+USAGE_ERROR_EXIT_CODE = 2
+
+
+class NerfLabError(Exception):
+    """Bad input: the message names the file or config key and what was expected."""
+
+
+class ConfigError(NerfLabError):
+    pass
+
+
+class DataError(NerfLabError):
+    pass
+
+
+class TrainingDiverged(NerfLabError):
+    """The loss became NaN or infinite."""
+
+
+def exit_on_user_error(main: Callable[[], T]) -> Callable[[], T]:
+    """Wrap a command's entry point: a `NerfLabError` ends the process with its one-line
+    message on stderr (no traceback) and exit status 2; any other error is a bug and keeps
+    its traceback."""
+
+    @functools.wraps(main)
+    def wrapper() -> T:
+        try:
+            return main()
+        except NerfLabError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+
+    return wrapper

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from nerf_lab.data.blender import load_split
+from nerf_lab.data.datamodule import BuiltinSceneDataModule, RandomRayBatches, ViewDataset
+from nerf_lab.errors import ConfigError
+
+
+@pytest.fixture
+def train_split(builtin_scene_32px, cache_dir):
+    return load_split(builtin_scene_32px, "train", 32, cache_dir=cache_dir)
+
+
+def _batches(split, steps=3, **kwargs):
+    return list(RandomRayBatches(split, batch_rays=64, last_step=steps, **kwargs))
+
+
+def test_batches_hold_rays_and_their_pixels(train_split):
+    batch = _batches(train_split, 1)[0]
+    assert batch["origins"].shape == batch["directions"].shape == batch["rgb"].shape == (64, 3)
+    # Each colour is the pixel its ray goes through: find it again from the ray direction.
+    split = train_split
+    for i in range(5):
+        view = int(torch.argmin((split.poses[:, :3, 3] - batch["origins"][i]).norm(dim=-1)))
+        camera_dir = split.poses[view, :3, :3].T @ batch["directions"][i]
+        col = camera_dir[0] * split.focal + 0.5 * split.width - 0.5
+        row = -camera_dir[1] * split.focal + 0.5 * split.height - 0.5
+        torch.testing.assert_close(batch["rgb"][i], split.images[view, round(row.item()), round(col.item())])
+
+
+def test_draws_depend_only_on_seed_rank_and_step(train_split):
+    first = _batches(train_split, 4, seed=1)
+    again = _batches(train_split, 4, seed=1)
+    resumed = list(RandomRayBatches(train_split, 64, seed=1, first_step=2, last_step=4))
+    other_rank = _batches(train_split, 4, seed=1, rank=1)
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a["rgb"], b["rgb"])
+    torch.testing.assert_close(first[2]["directions"], resumed[0]["directions"])
+    assert not torch.allclose(first[0]["directions"], other_rank[0]["directions"])
+    assert not torch.allclose(first[0]["directions"], first[1]["directions"])
+
+
+def test_one_image_mode_draws_a_batch_from_one_view(train_split):
+    for batch in _batches(train_split, 3, ray_sampling="one_image"):
+        assert (batch["origins"] == batch["origins"][0]).all()
+    mixed = _batches(train_split, 1)[0]
+    assert len(torch.unique(mixed["origins"], dim=0)) > 10
+
+
+def test_precrop_draws_from_the_centre_then_everywhere(train_split):
+    batches = list(RandomRayBatches(train_split, 2048, precrop_steps=2, precrop_frac=0.5, last_step=4))
+    split = train_split
+
+    for step, batch in enumerate(batches):
+        views = torch.cdist(batch["origins"], split.poses[:, :3, 3]).argmin(dim=1)
+        camera = torch.einsum("nji,nj->ni", split.poses[views, :3, :3], batch["directions"])
+        pixel_offset = camera[:, :2].abs() * split.focal  # distance from the image centre
+        if step < 2:
+            assert pixel_offset.max() <= 8.5  # the central 16 of 32 pixels
+        else:
+            assert pixel_offset.max() > 12
+
+
+def test_length_is_the_steps_left(train_split):
+    assert len(RandomRayBatches(train_split, 8, first_step=30, last_step=100)) == 70
+    with pytest.raises(TypeError):
+        len(RandomRayBatches(train_split, 8))
+
+
+def test_view_dataset_yields_whole_images(train_split):
+    item = ViewDataset(train_split, [3, 5])[1]
+    assert item["origins"].shape == item["rgb"].shape == (32, 32, 3)
+    assert int(item["view"]) == 5
+    torch.testing.assert_close(item["rgb"], train_split.images[5])
+
+
+def test_datamodule_loads_splits_for_each_stage(cache_dir):
+    datamodule = BuiltinSceneDataModule(resolution=32, cache_dir=str(cache_dir), val_views=3, test_views=4, batch_rays=16)
+    datamodule.setup("fit")
+    assert set(datamodule.splits) == {"train", "val"}
+    assert len(datamodule.val_dataloader()) == 3
+    datamodule.setup("test")
+    assert len(datamodule.test_dataloader()) == 4
+    assert datamodule.train_dataloader().dataset.batch_rays == 16
+
+
+def test_builtin_refuses_a_scene_folder():
+    with pytest.raises(ConfigError, match="data=builtin renders its own scene"):
+        BuiltinSceneDataModule(scene_dir="/somewhere")
