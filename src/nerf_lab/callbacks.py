@@ -1,0 +1,53 @@
+"""Lightning callbacks and plugins that training needs beyond Lightning's own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+
+class ValidateOnLastStep(pl.Callback):
+    """Validate after the last training step too, not only every `val_check_interval` steps,
+    so every run (even one of a few steps) ends with a `val/psnr` and a best checkpoint.
+
+    Lightning validates when `trainer.should_stop` is set; this sets it at `max_steps`.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A progress bar over steps (a NeRF run is one long epoch of random rays) that shows the
+    loss and PSNR, without Lightning's version number."""
+
+    def init_train_tqdm(self) -> Any:
+        bar = super().init_train_tqdm()
+        bar.unit = "step"
+        return bar
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("train")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file and rename it into place: a run killed while
+    saving keeps its previous `last.ckpt` whole, so it can always be resumed."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        os.replace(partial, path)

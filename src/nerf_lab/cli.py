@@ -1,0 +1,81 @@
+"""What every command shares: one-line errors for bad input, and runs that record failure."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from nerf_lab.config import CONF_DIR
+from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.runs import record_failure
+
+log = logging.getLogger("nerf_lab")
+T = TypeVar("T")
+
+
+def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """The one-line error for a `group=option` on the command line that names no config file
+    of ours, or None. (Hydra's own message spans several lines and ends in a hint about
+    HYDRA_FULL_ERROR.)"""
+    overrides = [argument for argument in arguments if not argument.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # a malformed override: Hydra reports it itself
+        return None
+    for override in parsed:
+        group = override.key_or_group
+        folder = conf_dir / group
+        if group.startswith("hydra") or override.package is not None or not folder.is_dir():
+            continue
+        if override.is_delete() or override.value() is None:
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        for value in values:
+            if value not in options and value != "null":
+                return f"{group}={value}: no such option in conf/{group}/; expected one of: {', '.join(options)}"
+    return None
+
+
+def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
+    """A `@hydra.main` function as a command that checks the config groups named on the
+    command line first."""
+
+    def command() -> None:
+        problem = unknown_option_error(sys.argv[1:])
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(USAGE_ERROR_EXIT_CODE)
+        hydra_main()
+
+    return command
+
+
+def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+    """Run a Hydra task and record its failure in the run folder (`error.txt`).
+
+    A single run ends on bad input with a one-line error and exit status 2. A job of a sweep
+    that fails (bad value, diverged loss, a bug) is reported and returns None, so the other
+    jobs still run; the sweep's summary lists it as failed and the sweep exits non-zero.
+    """
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    try:
+        return task(cfg)
+    except Exception as error:
+        line = record_failure(run_dir, error)
+        if hydra_config.mode == RunMode.MULTIRUN:
+            log.error("job %s failed: %s (details in %s)", hydra_config.job.num, line, run_dir / "error.txt")
+            return None
+        if isinstance(error, NerfLabError):
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+        raise

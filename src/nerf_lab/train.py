@@ -1,0 +1,148 @@
+"""Train a NeRF: `python -m nerf_lab.train [overrides]`, or a sweep with `-m`.
+
+    python -m nerf_lab.train                                   # Tiny NeRF on the built-in scene
+    python -m nerf_lab.train model=original                    # the paper's network
+    python -m nerf_lab.train experiment=tiny_lego              # a preset
+    python -m nerf_lab.train -m model.depth=2,4 sampling.n_c=64,128
+    python -m nerf_lab.train ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt
+
+`train(cfg)` is a plain function returning the run's metrics; the command only wraps it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.trainer.states import TrainerFn
+
+from nerf_lab.callbacks import AtomicCheckpointIO
+from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import CONF_DIR, build_datamodule, validate_config
+from nerf_lab.lit_module import NeRFLitModule
+from nerf_lab.perf import auto_precision, keep_freed_memory
+from nerf_lab.runs import METRICS_FILE, write_json_atomically
+from nerf_lab.tensorboard import log_hparams
+
+# The keys a run reports, in metrics.json, in the sweep table and in TensorBoard's HPARAMS tab.
+REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
+
+
+class TrainingClock(pl.Callback):
+    """Seconds spent training, validation excluded, and the steps taken: steps/s that mean
+    the same with any validation interval."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.first_step = 0
+        self._since: float | None = None
+
+    def _pause(self) -> None:
+        if self._since is not None:
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def _resume(self) -> None:
+        self._since = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.first_step = trainer.global_step
+        self._resume()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._pause()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._resume()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pause()
+
+
+def _device_name(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
+    folder (`paths.output_dir`) and return the metrics."""
+    validate_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    module = NeRFLitModule(OmegaConf.to_container(cfg, resolve=True))
+    clock = TrainingClock()
+    logger = instantiate(cfg.logger)
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
+    if not cfg.trainer.enable_progress_bar:
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+    keep_freed_memory()
+    precision = cfg.trainer.precision
+    if precision == "auto":
+        precision = auto_precision(cfg.trainer.accelerator)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
+    if cfg.test:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+
+    steps = trainer.global_step - clock.first_step
+    metrics.update(
+        {
+            "steps": trainer.global_step,
+            "train_time_s": round(clock.seconds, 2),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+            "steps_per_s": round(steps / clock.seconds, 3) if clock.seconds > 0 else math.nan,
+            "parameters": sum(p.numel() for p in module.model.parameters()),
+            "device": _device_name(trainer),
+            "precision": str(trainer.precision),
+            "status": "completed",
+        }
+    )
+    if trainer.is_global_zero:
+        log_hparams(logger, cfg, metrics)
+        write_json_atomically(output_dir / METRICS_FILE, metrics)
+        print(_summary_line(metrics, output_dir))
+    return metrics
+
+
+def _summary_line(metrics: dict[str, Any], output_dir: Path) -> str:
+    minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
+    test = f", test/psnr {metrics['test/psnr']:.2f} dB" if "test/psnr" in metrics else ""
+    return (
+        f"done: best val/psnr {metrics.get('val/psnr_best', math.nan):.2f} dB{test}; "
+        f"{metrics['steps']} steps in {minutes}m{seconds:02d}s ({metrics['steps_per_s']:.1f} steps/s on {metrics['device']}); "
+        f"run files in {output_dir}"
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _main(cfg: DictConfig) -> float | None:
+    result = run_task(train, cfg)
+    return None if result is None else result.get("val/psnr_best")
+
+
+main = hydra_command(_main)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Training end to end on the built-in scene: files, metrics, TensorBoard, resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from nerf_lab.errors import TrainingDiverged
+from nerf_lab.lit_module import NeRFLitModule
+from nerf_lab.train import train
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_a_short_run_writes_everything_a_researcher_looks_at(make_cfg):
+    cfg = make_cfg()
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+
+    assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert metrics["steps"] == 12 and metrics["status"] == "completed"
+    for key in ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "steps_per_s", "parameters"):
+        assert key in metrics
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+
+    logged = events(run)
+    scalars = set(logged.Tags()["scalars"])
+    assert {"train/loss", "train/psnr", "val/psnr", "val/ssim", "test/psnr", "test/ssim", "lr-Adam"} <= scalars
+    # Validation every 6 steps and once more at the end, which here is step 12 itself.
+    assert [event.step for event in logged.Scalars("val/psnr")] == [6, 12]
+    assert logged.Scalars("val/psnr")[-1].value == pytest.approx(metrics["val/psnr"])
+    image = logged.Images("val/view")[-1]
+    assert (image.width, image.height) == (3 * 32, 32)  # ground truth | prediction | depth
+
+
+def test_validation_runs_at_the_last_step_even_off_the_interval(make_cfg):
+    cfg = make_cfg("trainer.max_steps=8", "trainer.val_check_interval=5")
+    train(cfg)
+    assert [event.step for event in events(Path(cfg.paths.output_dir)).Scalars("val/psnr")] == [5, 8]
+
+
+def test_hparams_entry_pairs_settings_with_final_metrics(make_cfg):
+    cfg = make_cfg("model.depth=2")
+    metrics = train(cfg)
+    logged = events(Path(cfg.paths.output_dir))
+    content = logged.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    declared = {info.name.tag for info in experiment.metric_infos}
+    assert {"hparams/val_psnr_best", "hparams/test_psnr", "hparams/test_ssim"} <= declared
+    assert session.hparams["model.depth"].number_value == 2
+    assert session.hparams["sampling.n_c"].number_value == 16
+    # Each declared metric has a value in the same run folder, so the HPARAMS tab shows it.
+    for tag in declared:
+        assert tag in logged.Tags()["scalars"]
+    assert logged.Scalars("hparams/test_psnr")[-1].value == pytest.approx(metrics["test/psnr"])
+
+
+def test_learning_rate_decays_from_lr_to_lr_final(make_cfg):
+    cfg = make_cfg("optim.lr=1e-3", "optim.lr_final=1e-4", "trainer.max_steps=10", "trainer.val_check_interval=10")
+    train(cfg)
+    rates = events(Path(cfg.paths.output_dir)).Scalars("lr-Adam")
+    assert len(rates) >= 3
+    # The rate used at step k is lr · (lr_final / lr)^(k / max_steps).
+    for rate in rates:
+        assert rate.value == pytest.approx(1e-3 * 0.1 ** (rate.step / 10), rel=1e-4)
+
+
+class _KillAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt  # as if the machine went away
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stopped(make_cfg):
+    steps = ("trainer.max_steps=16", "trainer.val_check_interval=100", "callbacks.last_checkpoint.every_n_train_steps=5")
+    whole = make_cfg(*steps)
+    train(whole)
+
+    killed = make_cfg(*steps)
+    with open_dict(killed):
+        killed.callbacks.kill = {"_target_": "test_train._KillAt", "step": 12}
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(killed)
+    last = Path(killed.paths.output_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == 10
+    assert not (Path(killed.paths.output_dir) / "metrics.json").exists()
+
+    resumed = make_cfg(*steps, f"ckpt_path={last}")
+    metrics = train(resumed)
+    assert metrics["steps"] == 16
+
+    final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    for key, value in final_whole["state_dict"].items():
+        torch.testing.assert_close(final_resumed["state_dict"][key], value, msg=key)
+    adam_whole = final_whole["optimizer_states"][0]["state"][0]
+    adam_resumed = final_resumed["optimizer_states"][0]["state"][0]
+    assert int(adam_resumed["step"]) == int(adam_whole["step"]) == 16
+    assert final_resumed["lr_schedulers"][0]["_last_lr"] == pytest.approx(final_whole["lr_schedulers"][0]["_last_lr"])
+
+
+def test_checkpoint_alone_rebuilds_the_model(make_cfg):
+    cfg = make_cfg("model=original", "model.width=16", "sampling.n_c=8", "sampling.n_f=8", "trainer.max_steps=2")
+    train(cfg)
+    module = NeRFLitModule.load_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert module.model.fine_field is not None and module.model.n_fine == 8
+    assert module.config.model.width == 16
+
+
+def test_a_diverged_loss_stops_with_a_clear_error(make_cfg):
+    module = NeRFLitModule(OmegaConf.to_container(make_cfg(), resolve=True))
+    module.trainer = pl.Trainer(logger=False)  # global_step 0: a checking step
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 0: .*optim.lr"):
+        module.on_train_batch_end({"loss": torch.tensor(float("nan"))}, {}, 0)
+
+
+def test_bf16_mixed_precision_trains(make_cfg):
+    metrics = train(make_cfg("trainer.precision=bf16-mixed", "trainer.max_steps=4"))
+    assert metrics["precision"] == "bf16-mixed" and metrics["val/psnr"] > 5
