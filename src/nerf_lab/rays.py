@@ -81,3 +81,15 @@ def image_rays(
     )
     poses = pose[:3, :4].expand(height, width, 3, 4)
     return pixel_rays(poses, rows, cols, focal, height, width)
+
+
+def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"] | None = None) -> Float[Tensor, "4 4"]:
+    """Camera-to-world pose at `position` looking at `target` (the origin), with world +z up,
+    the Blender scenes' convention."""
+    target = torch.zeros(3, dtype=position.dtype) if target is None else target
+    forward = torch.nn.functional.normalize(target - position, dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=position.dtype)), dim=0)
+    up = torch.linalg.cross(right, forward)
+    pose = torch.eye(4, dtype=position.dtype)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, up, -forward, position
+    return pose

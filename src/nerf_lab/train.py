@@ -84,7 +84,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
-    module = NeRFLitModule(OmegaConf.to_container(cfg, resolve=True))
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    # Checkpoints carry the config: make its paths absolute, so that evaluation and rendering
+    # find the scene from any working directory.
+    for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
+        if run_config[group].get(key):
+            run_config[group][key] = str(Path(run_config[group][key]).resolve())
+    module = NeRFLitModule(run_config)
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]

@@ -1,0 +1,109 @@
+"""Render a 360° orbit from a checkpoint: `python -m nerf_lab.render ckpt_path=<file>`.
+
+The camera circles the scene's vertical axis at the radius of the data set's cameras and at
+their mean elevation (or `elevation_deg`), looking at the origin, as the NeRF papers' videos do.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import imageio.v3 as iio
+import numpy as np
+import torch
+from jaxtyping import Float
+from omegaconf import DictConfig
+from torch import Tensor
+
+from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import CONF_DIR
+from nerf_lab.errors import ConfigError
+from nerf_lab.model import render_in_chunks
+from nerf_lab.perf import auto_precision, keep_freed_memory
+from nerf_lab.rays import focal_from_fov, image_rays, look_at
+from nerf_lab.trained import load_trained
+from nerf_lab.visualize import colourise_depth, to_uint8
+
+
+def orbit_poses(radius: float, elevation_deg: float, frames: int) -> Float[Tensor, "frames 4 4"]:
+    """`frames` poses evenly spaced around a circle at `elevation_deg` on a sphere of `radius`."""
+    elevation = math.radians(elevation_deg)
+    azimuths = torch.linspace(0.0, 2 * math.pi, frames + 1, dtype=torch.float64)[:-1]
+    positions = radius * torch.stack(
+        [math.cos(elevation) * torch.cos(azimuths), math.cos(elevation) * torch.sin(azimuths), torch.full_like(azimuths, math.sin(elevation))],
+        dim=-1,
+    )
+    return torch.stack([look_at(position) for position in positions]).float()
+
+
+def render_orbit(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.frames < 1 or cfg.fps < 1:
+        raise ConfigError(f"frames={cfg.frames} and fps={cfg.fps} must be positive integers")
+    trained = load_trained(cfg.ckpt_path, cfg.chunk)
+    data = trained.run_config.data
+    datamodule = trained.datamodule(cfg.scene_dir)
+    train_poses, camera_angle_x = datamodule.cameras("train")
+    test_poses, _ = datamodule.cameras("test")
+    radius = float(train_poses[:, :3, 3].norm(dim=-1).mean())
+    if cfg.elevation_deg is None:
+        positions = test_poses[:, :3, 3]
+        elevation = float(torch.rad2deg(torch.asin(positions[:, 2] / positions.norm(dim=-1))).mean())
+    else:
+        elevation = float(cfg.elevation_deg)
+    width = cfg.resolution or data.resolution
+    focal = focal_from_fov(camera_angle_x, width)
+
+    keep_freed_memory()
+    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
+    precision = auto_precision(accelerator) if cfg.precision == "auto" else cfg.precision
+    module = trained.module.to(device)
+    frames = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+        for pose in orbit_poses(radius, elevation, cfg.frames):
+            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, width, width), module.chunk)
+            frame = out["rgb"].float().clamp(0, 1).cpu()
+            if cfg.depth:
+                frame = torch.cat([frame, colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far)], dim=1)
+            frames.append(to_uint8(frame))
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = [write_gif(output_dir / "orbit.gif", frames, cfg.fps)]
+    video = write_mp4(output_dir / "orbit.mp4", frames, cfg.fps)
+    if video is not None:
+        written.append(video)
+    print(f"orbit of {cfg.frames} frames at {width} px, radius {radius:.2f}, elevation {elevation:.0f}°: {', '.join(map(str, written))}")
+    return {"files": [str(path) for path in written], "radius": radius, "elevation_deg": elevation}
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    return path
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> Path | None:
+    """An MP4 where imageio has a video back end (pip install imageio-ffmpeg), else None."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return None
+    # Video codecs want even sizes.
+    height, width = frames[0].shape[:2]
+    padded = [np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") for frame in frames]
+    iio.imwrite(path, np.stack(padded), plugin="FFMPEG", fps=fps)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="render")
+def _main(cfg: DictConfig) -> None:
+    run_task(render_orbit, cfg)
+
+
+main = hydra_command(_main)
+
+if __name__ == "__main__":
+    main()

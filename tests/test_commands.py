@@ -1,0 +1,103 @@
+"""The commands as a user runs them: exit codes, one-line errors, and the files they write."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from conftest import FAST_OVERRIDES, REPO_ROOT
+
+
+def run(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NERF_LAB_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir) -> Path:
+    """One real `python -m nerf_lab.train` run, shared by the tests that read its outputs."""
+    folder = tmp_path_factory.mktemp("cli")
+    result = run("nerf_lab.train", *FAST_OVERRIDES, "hydra.run.dir=run", cwd=folder, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
+def test_train_command_writes_a_complete_run(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 12
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert {p.name for p in (trained_run / "checkpoints").iterdir()} >= {"best.ckpt", "last.ckpt"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["model.depth=0"], "error: model.depth=0 is not allowed: expected an integer >= 1"),
+        (["sampling.n_c=-1"], "error: sampling.n_c=-1 is not allowed: expected an integer >= 1"),
+        (["model=huge"], "error: model=huge: no such option in conf/model/; expected one of: original, original_lite, tiny"),
+        (["data=blender", "data.scene_dir=/no/such/scene"], "error: scene folder /no/such/scene does not exist"),
+        (["data.batch_rays=0"], "error: data.batch_rays=0 is not allowed: expected a positive integer"),
+    ],
+)
+def test_bad_input_fails_at_once_with_one_line_and_no_run_folder(tmp_path, cache_dir, arguments, message):
+    result = run("nerf_lab.train", *arguments, "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(message), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir):
+    result = run(
+        "nerf_lab.eval", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "views=2", "hydra.run.dir=eval", "accelerator=cpu",
+        cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [v["view"] for v in metrics["views"]] == [0, 1]  # views=2: the first two (default: all)
+    assert metrics["psnr"] == pytest.approx(sum(v["psnr"] for v in metrics["views"]) / 2, rel=1e-5)
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["psnr"] == pytest.approx(trained["test/psnr"], abs=0.05)  # same model, same views
+    image = iio.imread(tmp_path / "eval" / "views" / "000.png")
+    assert image.shape == (32, 96, 3)
+
+
+def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
+    result = run("nerf_lab.eval", "ckpt_path=/no/such.ckpt", "hydra.run.dir=eval", cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: ckpt_path=/no/such.ckpt does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt"
+    )
+
+
+def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
+    result = run(
+        "nerf_lab.render", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "frames=6", "depth=true",
+        "hydra.run.dir=orbit", "accelerator=cpu", cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = iio.imread(tmp_path / "orbit" / "orbit.gif", index=None)
+    assert frames.shape[:3] == (6, 32, 64)  # colour | depth, 6 frames
+    assert not (frames[0] == frames[3]).all()  # the camera moves
+
+
+def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
+    result = run(
+        "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "hydra.run.dir=bench",
+        cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    for key in ("train_steps_per_s", "train_rays_per_s", "render_s_per_view", "peak_mem_mb", "device", "config"):
+        assert key in figures
+    assert figures["train_rays_per_s"] == pytest.approx(figures["train_steps_per_s"] * 128, rel=0.01)
+    assert figures["timed_steps"] == 4 and figures["render_s_per_view"] > 0
+    assert "steps/s" in result.stdout
