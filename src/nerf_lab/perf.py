@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -53,3 +54,14 @@ def auto_precision(accelerator: str) -> str:
     if use_gpu:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def share_cpu_threads(parallel_jobs: int) -> int:
+    """Give this process its share of the CPU when `parallel_jobs` processes run at once (a
+    parallel sweep): torch's thread count becomes cores ÷ jobs, so jobs do not fight over
+    cores. Returns the thread count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = cores if parallel_jobs < 1 else parallel_jobs  # joblib's n_jobs=-1: one a core
+    threads = max(1, cores // jobs)
+    torch.set_num_threads(threads)
+    return threads

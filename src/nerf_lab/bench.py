@@ -1,0 +1,197 @@
+"""Benchmark a training config: `python -m nerf_lab.bench [overrides]`.
+
+Times the real training loop (Lightning, data, model, optimiser) after a warm-up, in steps/s
+and rays/s; times the rendering of whole test views; reports peak memory. It also measures
+this machine's matrix-product throughput at the MLP's shape and precision and sets it against
+the MLP's floating-point work a step: the ratio says how close the step is to the bound that
+the hardware puts on it, and what a faster step would have to beat.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import CONF_DIR, build_datamodule, validate_config
+from nerf_lab.field import NeRFField
+from nerf_lab.lit_module import NeRFLitModule
+from nerf_lab.model import NeRFModel, render_in_chunks
+from nerf_lab.perf import auto_precision, keep_freed_memory
+from nerf_lab.rays import RayBundle
+from nerf_lab.runs import format_table, write_json_atomically
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(pl.Callback):
+    """Wall time of the steps after the warm-up, synchronised with the device."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+        self.started: float | None = None
+        self.seconds = 0.0
+        self.timed_steps = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.warmup_steps:
+            _synchronise(trainer.strategy.root_device)
+            self.started = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        _synchronise(trainer.strategy.root_device)
+        if self.started is not None:
+            self.seconds = time.perf_counter() - self.started
+            self.timed_steps = trainer.global_step - self.warmup_steps
+
+
+def mlp_flops_per_step(model: NeRFModel, batch_rays: int) -> float:
+    """Floating-point operations of the fields' linear layers in one training step: forward
+    2·in·out a point and layer; backward twice that (gradients of weights and inputs), but
+    no input gradient for the first layer, whose input is the encoding (no parameters)."""
+
+    def field_flops(field: NeRFField) -> float:
+        linears = [m for m in field.modules() if isinstance(m, torch.nn.Linear)]
+        forward = sum(2 * m.in_features * m.out_features for m in linears)
+        first = 2 * field.trunk[0].in_features * field.trunk[0].out_features
+        return 3 * forward - first
+
+    coarse_points = batch_rays * model.n_coarse
+    total = coarse_points * field_flops(model.coarse_field)
+    if model.fine_field is not None:
+        total += batch_rays * (model.n_coarse + model.n_fine) * field_flops(model.fine_field)
+    return total
+
+
+def matmul_throughput(rows: int, width: int, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
+    """FLOP/s of one (rows × width) @ (width × width) product, the shape of a hidden layer."""
+    a = torch.randn(rows, width, device=device, dtype=dtype)
+    b = torch.randn(width, width, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _synchronise(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _synchronise(device)
+    return 2 * rows * width * width * repeats / (time.perf_counter() - start)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        model = found.group(1).strip() if found else model
+    except OSError:
+        pass
+    return f"CPU: {model}, {torch.get_num_threads()} threads"
+
+
+def benchmark(cfg: DictConfig) -> dict[str, Any]:
+    validate_config(cfg)
+    keep_freed_memory()
+    pl.seed_everything(cfg.seed, verbose=False)
+    warmup, steps = cfg.bench.warmup_steps, cfg.bench.steps
+    precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
+    train_cfg = OmegaConf.to_container(cfg, resolve=True)
+    train_cfg["trainer"]["max_steps"] = warmup + steps
+    module = NeRFLitModule(train_cfg)
+    datamodule = build_datamodule(cfg)
+
+    timer = StepTimer(warmup)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        max_steps=warmup + steps,
+        precision=precision,
+        val_check_interval=10**9,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    device = trainer.strategy.root_device
+
+    # Rendering whole test views, as evaluation does.
+    datamodule.setup("test")
+    module.to(device).eval()
+    views = list(datamodule.test_dataloader())[: cfg.bench.render_views]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    with torch.no_grad(), autocast:
+        render_in_chunks(module.model, RayBundle(views[0]["origins"][:8], views[0]["directions"][:8]), module.chunk)
+        _synchronise(device)
+        start = time.perf_counter()
+        for view in views:
+            render_in_chunks(module.model, RayBundle(view["origins"], view["directions"]), module.chunk)
+        _synchronise(device)
+        render_seconds = (time.perf_counter() - start) / len(views)
+
+    steps_per_s = timer.timed_steps / timer.seconds
+    flops = mlp_flops_per_step(module.model, cfg.data.batch_rays)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    width = cfg.model.width
+    points = cfg.data.batch_rays * cfg.sampling.n_c
+    peak = matmul_throughput(points, width, device, dtype)
+    results = {
+        "device": device_description(device),
+        "precision": precision,
+        "train_steps_per_s": round(steps_per_s, 3),
+        "train_rays_per_s": round(steps_per_s * cfg.data.batch_rays),
+        "render_s_per_view": round(render_seconds, 4),
+        "render_resolution": list(views[0]["rgb"].shape[:2]),
+        "peak_mem_mb": round(_peak_memory_mb(device), 1),
+        "mlp_gflop_per_step": round(flops / 1e9, 3),
+        "matmul_tflops_measured": round(peak / 1e12, 3),
+        "mlp_bound_steps_per_s": round(peak / flops, 2),
+        "fraction_of_mlp_bound": round(steps_per_s * flops / peak, 3),
+        "timed_steps": timer.timed_steps,
+        "torch": torch.__version__,
+        "config": {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "encoding", "sampling", "data", "optim")},
+    }
+    rows = [
+        ["training", f"{results['train_steps_per_s']:.2f} steps/s", f"{results['train_rays_per_s']:,} rays/s"],
+        ["rendering", f"{render_seconds:.3f} s a view", f"{results['render_resolution'][1]}×{results['render_resolution'][0]} px"],
+        ["peak memory", f"{results['peak_mem_mb']:.0f} MB", "GPU allocated" if device.type == "cuda" else "process RSS"],
+        ["MLP bound", f"{results['mlp_bound_steps_per_s']:.2f} steps/s", f"{results['mlp_gflop_per_step']} GFLOP a step at {results['matmul_tflops_measured']} TFLOP/s"],
+        ["step / bound", f"{results['fraction_of_mlp_bound']:.0%}", "of the matrix-product bound"],
+    ]
+    print(f"\n{results['device']}, {precision}\n" + format_table(rows, ["what", "figure", "detail"]))
+    output_dir = Path(cfg.paths.output_dir)
+    write_json_atomically(output_dir / "bench.json", results)
+    if cfg.bench.json_path:
+        write_json_atomically(Path(cfg.bench.json_path), results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
+def _main(cfg: DictConfig) -> None:
+    run_task(benchmark, cfg)
+
+
+main = hydra_command(_main)
+
+if __name__ == "__main__":
+    main()
