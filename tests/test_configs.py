@@ -117,3 +117,13 @@ def test_unknown_option_lists_the_allowed_ones():
     )
     assert "encoding=fourier" in unknown_option_error(["-m", "encoding=pe,fourier"])
     assert unknown_option_error(["model=original", "model.depth=4", "hydra/launcher=joblib"]) is None
+
+
+def test_job_folder_names_stay_short_and_unique():
+    from nerf_lab.cli import job_dir_name
+
+    assert job_dir_name(3, "model.depth=2,seed=1") == "3_model.depth=2,seed=1"
+    assert job_dir_name(0, "") == "0"
+    assert job_dir_name(1, "data.scene_dir=/a/b") == "1_data.scene_dir=_a_b"
+    long_a, long_b = job_dir_name(5, "x=" + "a" * 300), job_dir_name(5, "x=" + "a" * 299 + "b")
+    assert len(long_a) == 120 and long_a != long_b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -11,14 +12,33 @@ from typing import Any, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.config import CONF_DIR
 from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.perf import share_cpu_threads
 from nerf_lab.runs import record_failure
 
 log = logging.getLogger("nerf_lab")
 T = TypeVar("T")
+
+# Longest job folder name: file systems refuse names over 255 bytes.
+MAX_JOB_NAME = 120
+
+
+def job_dir_name(number: int, overrides: str) -> str:
+    """A sweep job's folder name: its number and overrides (TensorBoard shows it as the run's
+    name), with '/' replaced and, when long, cut short and made unique by a hash."""
+    name = f"{number}_{overrides}".replace("/", "_") if overrides else str(number)
+    if len(name) <= MAX_JOB_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_JOB_NAME - 9]}-{digest}"
+
+
+# Registered on import: sweep workers (joblib, submitit) import this module to run the task,
+# and resolve the job's folder name there.
+OmegaConf.register_new_resolver("nerf_lab.job_dir_name", job_dir_name, replace=True)
 
 
 def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:
@@ -68,6 +88,9 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    parallel_jobs = hydra_config.launcher.get("n_jobs")  # the joblib launcher runs jobs side by side
+    if hydra_config.mode == RunMode.MULTIRUN and parallel_jobs is not None and parallel_jobs != 1:
+        log.info("job %s: %d CPU threads", hydra_config.job.num, share_cpu_threads(parallel_jobs))
     try:
         return task(cfg)
     except Exception as error:

@@ -190,6 +190,11 @@ class BlenderDataModule(pl.LightningDataModule):
                 f"({index.frames[0].path} is {width} wide): expected at most {width}"
             )
 
+    def cameras(self, split: str) -> tuple[torch.Tensor, float]:
+        """A split's camera-to-world poses and horizontal field of view, from its JSON alone."""
+        index = read_split_index(Path(self.scene_dir), split)
+        return torch.tensor([frame.pose for frame in index.frames]), index.camera_angle_x
+
     def prepare_data(self) -> None:
         # Runs once per machine: fills the cache, so every rank's setup() only reads it.
         for split in ("train", "val", "test"):
@@ -224,11 +229,20 @@ class BlenderDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         split = self.splits["val"]
-        return _loader(ViewDataset(split, _evenly_spaced(self.val_views, len(split))))
+        return _loader(ViewDataset(split, self._this_ranks_share(_evenly_spaced(self.val_views, len(split)))))
 
     def test_dataloader(self) -> DataLoader:
         split = self.splits["test"]
-        return _loader(ViewDataset(split, list(range(len(split)))[: self.test_views]))
+        return _loader(ViewDataset(split, self._this_ranks_share(list(range(len(split)))[: self.test_views])))
+
+    def _this_ranks_share(self, views: list[int]) -> list[int]:
+        """With several ranks, each renders every world_size-th view: each view exactly once
+        (a DistributedSampler would pad with repeats), and the metrics, reduced over ranks by
+        torchmetrics, average over the views themselves. Rank 0 always has the first view."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return views
+        return views[trainer.global_rank :: trainer.world_size]
 
 
 class BuiltinSceneDataModule(BlenderDataModule):
@@ -248,6 +262,10 @@ class BuiltinSceneDataModule(BlenderDataModule):
 
     def check_scene(self) -> None:
         pass  # rendered on first use, always whole
+
+    def cameras(self, split: str) -> tuple[torch.Tensor, float]:
+        ensure_builtin_scene(self.cache_dir, self.resolution)
+        return super().cameras(split)
 
     def load(self, split: str) -> SceneSplit:
         ensure_builtin_scene(self.cache_dir, self.resolution)

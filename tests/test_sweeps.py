@@ -1,0 +1,93 @@
+"""Real Hydra multiruns: job folders, the summary of a sweep with a failed job, and the report."""
+
+import re
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import FAST_OVERRIDES
+from nerf_lab.report import build_report
+from nerf_lab.runs import read_sweep
+from test_commands import run
+
+SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
+
+
+def test_the_promised_sweep_makes_four_complete_job_folders(tmp_path, cache_dir):
+    result = run(
+        "nerf_lab.train", "-m", "model.depth=2,4", "sampling.n_c=8,16", *SWEEP_OVERRIDES, "hydra.sweep.dir=sweep",
+        cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = read_sweep(tmp_path / "sweep")
+    assert len(jobs) == 4
+    for job in jobs:
+        assert job.status == "completed" and job.metrics["steps"] == 6
+        events = EventAccumulator(str(job.path / "tensorboard"))
+        events.Reload()
+        assert "val/psnr" in events.Tags()["scalars"]
+    swept = {tuple(o for o in job.overrides if o.startswith(("model.depth", "sampling.n_c"))) for job in jobs}
+    assert swept == {(f"model.depth={d}", f"sampling.n_c={n}") for d in (2, 4) for n in (8, 16)}
+    # Folders are numbered and name their overrides, cut short (with a hash) past 120 characters.
+    names = [job.path.name for job in jobs]
+    assert [name.split("_", 1)[0] for name in names] == ["0", "1", "2", "3"]
+    assert len(set(names)) == 4 and max(map(len, names)) <= 120
+    assert "| job" in result.stdout and (tmp_path / "sweep" / "summary.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def sweep_with_a_failure(tmp_path_factory, cache_dir) -> tuple[Path, object]:
+    folder = tmp_path_factory.mktemp("sweep")
+    result = run(
+        "nerf_lab.train", "-m", "model.depth=0,1,2", "seed=0,1", *SWEEP_OVERRIDES, "hydra.sweep.dir=sweep",
+        cwd=folder, cache=cache_dir,
+    )
+    return folder / "sweep", result
+
+
+def test_a_failed_job_is_reported_and_the_others_still_run(sweep_with_a_failure):
+    sweep, result = sweep_with_a_failure
+    assert result.returncode == 1  # the sweep says something failed
+    jobs = read_sweep(sweep)
+    assert [job.status for job in jobs] == ["failed", "failed", "completed", "completed", "completed", "completed"]
+    assert "model.depth=0 is not allowed" in jobs[0].error
+    summary = (sweep / "summary.md").read_text()
+    assert summary.count("failed: ConfigError: model.depth=0 is not allowed") == 2
+    assert "2 of 6 jobs did not complete" in result.stderr
+
+
+def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, tmp_path):
+    sweep, _ = sweep_with_a_failure
+    summary = build_report(sweep, tmp_path / "report", title="depth")
+    arms = {arm["name"]: arm for arm in summary["arms"]}
+    assert set(arms) == {"model.depth=0", "model.depth=1", "model.depth=2"}
+    assert arms["model.depth=0"]["completed"] == 0
+    assert [f["status"] for f in summary["failed"]] == ["failed", "failed"]
+
+    # The table's numbers are the runs' own: best val/psnr is the best point of their curves.
+    for arm in ("model.depth=1", "model.depth=2"):
+        bests = []
+        for job in arms[arm]["jobs"]:
+            events = EventAccumulator(str(sweep / job / "tensorboard"))
+            events.Reload()
+            bests.append(max(event.value for event in events.Scalars("val/psnr")))
+        assert arms[arm]["val/psnr_best"]["mean"] == pytest.approx(sum(bests) / 2, abs=1e-4)
+        assert arms[arm]["val/psnr_best"]["n"] == 2
+
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert re.search(r"\| model.depth=1 +\| 2/2 +\| \d+\.\d\d ± \d+\.\d\d", report)
+    assert "model.depth=0" in report and "failed" in report
+    assert len(summary["comparisons"]) == 1 and summary["comparisons"][0]["verdict"]
+    for figure in ("curves.png", "test_view.png"):
+        image = iio.imread(tmp_path / "report" / figure)
+        assert image.ndim == 3 and image.shape[0] > 30
+    grid = iio.imread(tmp_path / "report" / "test_view.png")
+    assert grid.shape[:2] == (64, 3 * 32 + 2 * 2)  # truth + two arms, colour over depth
+
+
+def test_report_command_on_a_missing_folder_is_one_line(tmp_path, cache_dir):
+    result = run("nerf_lab.report", str(tmp_path / "nothing"), cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: sweep folder {tmp_path / 'nothing'} does not exist"
