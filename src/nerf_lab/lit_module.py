@@ -60,6 +60,7 @@ class NeRFLitModule(pl.LightningModule):
         self.val_psnr_best.persistent(True)  # kept in checkpoints: a resumed run remembers its best
         self.test_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
 
     @property
@@ -80,8 +81,9 @@ class NeRFLitModule(pl.LightningModule):
         mse = F.mse_loss(outputs["rgb"], batch["rgb"])
         loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
         # Logged tensors are only read (a device sync) when the logger or the bar writes them.
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True)
+        # sync_dist: with data-parallel ranks the logged values are means over all of them.
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True, sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
@@ -134,7 +136,7 @@ class NeRFLitModule(pl.LightningModule):
         is one less, the index of the batch just trained), and hand them to callbacks (the
         best-checkpoint monitor) through `self.log`. torchmetrics has already reduced them
         over data-parallel ranks."""
-        self.log_dict(values, logger=False)
+        self.log_dict(values, logger=False, sync_dist=True)  # the same value on every rank already
         if self.logger is not None:
             self.logger.log_metrics({key: float(value) for key, value in values.items()}, step=self.global_step)
 
@@ -155,6 +157,8 @@ class NeRFLitModule(pl.LightningModule):
         prediction, target = _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
         self.test_psnr.update(prediction, target)
         self.test_ssim.update(prediction, target)
+        # An image of nothing but the background: the score of a model stuck in the white minimum.
+        self.test_psnr_background.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
         self.test_views.append(
             {
                 "view": int(batch["view"]),
@@ -165,6 +169,12 @@ class NeRFLitModule(pl.LightningModule):
         return outputs
 
     def on_test_epoch_end(self) -> None:
-        self._log_at_global_step({"test/psnr": self.test_psnr.compute(), "test/ssim": self.test_ssim.compute()})
-        self.test_psnr.reset()
-        self.test_ssim.reset()
+        self._log_at_global_step(
+            {
+                "test/psnr": self.test_psnr.compute(),
+                "test/ssim": self.test_ssim.compute(),
+                "test/psnr_background": self.test_psnr_background.compute(),
+            }
+        )
+        for metric in (self.test_psnr, self.test_ssim, self.test_psnr_background):
+            metric.reset()

@@ -1,0 +1,312 @@
+"""Report on a sweep: `python -m nerf_lab.report <sweep folder> [--out DIR]`.
+
+Jobs are grouped into arms by their overrides, the seed set aside (and overrides every job
+shares). For each arm: mean ± standard deviation over seeds of the best `val/psnr`, the test
+PSNR and SSIM, steps, time, speed and size. Each arm is compared with the best arm: the
+difference of means with its standard error, and a verdict computed from them. Figures: the
+`val/psnr` and `train/psnr` curves (mean and spread over seeds) against step and wall time,
+and one test view rendered by every arm beside the ground truth, with a depth row.
+
+Failed or unfinished jobs are listed as such and left out of the statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.runs import JobResult, format_table, read_sweep, write_json_atomically
+
+SEED_KEY = "seed"
+# (metrics.json key, column title, decimals)
+COLUMNS = [
+    ("val/psnr_best", "best val PSNR (dB)", 2),
+    ("test/psnr", "test PSNR (dB)", 2),
+    ("test/ssim", "test SSIM", 3),
+    ("steps", "steps", 0),
+    ("train_time_s", "train time (s)", 0),
+    ("steps_per_s", "steps/s", 2),
+    ("parameters", "parameters", 0),
+]
+# A difference counts as real when it exceeds this many standard errors (about 95 %).
+NOISE_FACTOR = 2.0
+# A run is stuck in the white minimum when it scores within this much (dB) of an image of
+# nothing but the background.
+WHITE_MINIMUM_MARGIN = 1.0
+
+
+@dataclass
+class Arm:
+    name: str
+    jobs: list[JobResult] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[JobResult]:
+        return [job for job in self.jobs if job.status == "completed"]
+
+    def values(self, key: str) -> list[float]:
+        return [float(job.metrics[key]) for job in self.completed if isinstance(job.metrics.get(key), (int, float))]
+
+    @property
+    def stuck(self) -> list[JobResult]:
+        """Completed runs no better than the background alone: the white local minimum."""
+        return [
+            job
+            for job in self.completed
+            if "test/psnr_background" in job.metrics
+            and job.metrics.get("test/psnr", math.inf) <= job.metrics["test/psnr_background"] + WHITE_MINIMUM_MARGIN
+        ]
+
+    def mean_std(self, key: str) -> tuple[float, float, int]:
+        values = self.values(key)
+        if not values:
+            return math.nan, math.nan, 0
+        spread = statistics.stdev(values) if len(values) > 1 else math.nan
+        return statistics.fmean(values), spread, len(values)
+
+
+def group_into_arms(jobs: list[JobResult], seed_key: str = SEED_KEY) -> tuple[list[Arm], list[str]]:
+    """Arms keyed by each job's overrides without the seed, minus overrides shared by all."""
+
+    def without_seed(job: JobResult) -> list[str]:
+        return [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") != seed_key]
+
+    shared = set.intersection(*(set(without_seed(job)) for job in jobs)) if jobs else set()
+    arms: dict[str, Arm] = {}
+    for job in jobs:
+        name = " ".join(o for o in without_seed(job) if o not in shared) or "(all jobs)"
+        arms.setdefault(name, Arm(name)).jobs.append(job)
+    return list(arms.values()), sorted(shared)
+
+
+def compare(best: Arm, other: Arm, key: str = "test/psnr", unit: str = "dB") -> dict[str, Any]:
+    """Difference of `other` from `best` in `key`, with its standard error and a verdict."""
+    mean_best, std_best, n_best = best.mean_std(key)
+    mean_other, std_other, n_other = other.mean_std(key)
+    difference = mean_other - mean_best
+    if n_best < 2 or n_other < 2:
+        error, verdict = math.nan, "one seed an arm: the spread is unknown, so the difference cannot be told from noise"
+    else:
+        error = math.sqrt(std_best**2 / n_best + std_other**2 / n_other)
+        if abs(difference) > NOISE_FACTOR * error:
+            verdict = f"{best.name} is better by {-difference:.2f} {unit}, more than {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+        else:
+            verdict = f"no clear difference: {difference:+.2f} {unit} is within {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+    return {"arm": other.name, "against": best.name, "metric": key, "difference": difference, "standard_error": error, "verdict": verdict}
+
+
+def _format(mean: float, std: float, decimals: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    if decimals == 0:
+        text = f"{mean:,.0f}"
+        return text if math.isnan(std) else f"{text} ± {std:,.0f}"
+    return f"{mean:.{decimals}f}" if math.isnan(std) else f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def arm_table(arms: list[Arm]) -> str:
+    rows = []
+    for arm in arms:
+        row = [arm.name, f"{len(arm.completed)}/{len(arm.jobs)}"]
+        row += [_format(*arm.mean_std(key)[:2], decimals) for key, _, decimals in COLUMNS]
+        row.append(f"{len(arm.stuck)}/{len(arm.completed)}")
+        rows.append(row)
+    return format_table(rows, ["arm", "seeds done", *[title for _, title, _ in COLUMNS], "white minimum"])
+
+
+# --- curves from the event files ---
+
+
+def read_curves(job: JobResult, tags: Sequence[str]) -> dict[str, np.ndarray]:
+    """{tag: array of (step, seconds since the run's first event, value)} from a job's events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(job.path / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    available = set(accumulator.Tags().get("scalars", []))
+    curves = {}
+    start = None
+    for tag in tags:
+        if tag in available:
+            events = accumulator.Scalars(tag)
+            start = min(start or math.inf, events[0].wall_time)
+            curves[tag] = np.array([(e.step, e.wall_time, e.value) for e in events])
+    for tag in curves:
+        curves[tag][:, 1] -= start
+    return curves
+
+
+def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", "train/psnr")) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(tags), 2, figsize=(11, 3.6 * len(tags)), squeeze=False)
+    for colour, arm in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, arms):
+        per_job = [read_curves(job, tags) for job in arm.completed]
+        for row, tag in enumerate(tags):
+            series = [curves[tag] for curves in per_job if tag in curves]
+            if not series:
+                continue
+            length = min(len(s) for s in series)
+            stacked = np.stack([s[:length] for s in series])
+            if tag == "train/psnr":  # noisy per step: smooth over a window of 10 logged points
+                kernel = np.ones(min(10, length)) / min(10, length)
+                stacked[..., 2] = np.stack([np.convolve(s[:, 2], kernel, mode="same") for s in stacked])
+            mean, spread = stacked[..., 2].mean(0), stacked[..., 2].std(0)
+            for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
+                axis = axes[row, column]
+                axis.plot(x, mean, color=colour, label=f"{arm.name} (n={len(series)})")
+                if len(series) > 1:
+                    axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
+                axis.set_xlabel("step" if column == 0 else "wall time (s)")
+                axis.set_ylabel(f"{tag} (dB)")
+                axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    figure.suptitle("mean over seeds, band: ± one standard deviation")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# --- one test view from every arm ---
+
+
+def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
+    """Ground truth, then each arm's rendering of test view `view` (first completed seed's best
+    checkpoint), colour above and depth below. Returns the arms it could render."""
+    import imageio.v3 as iio
+    import torch
+
+    from nerf_lab.model import render_in_chunks
+    from nerf_lab.rays import RayBundle
+    from nerf_lab.trained import load_trained
+    from nerf_lab.visualize import colourise_depth, to_uint8
+
+    columns, rendered, truth = [], [], None
+    for arm in arms:
+        if not arm.completed:
+            continue
+        checkpoints = arm.completed[0].path / "checkpoints"
+        checkpoint = checkpoints / "best.ckpt" if (checkpoints / "best.ckpt").is_file() else checkpoints / "last.ckpt"
+        if not checkpoint.is_file():
+            continue
+        trained = load_trained(checkpoint)
+        datamodule = trained.datamodule(test_views=view + 1)
+        datamodule.setup("test")
+        batch = datamodule.splits["test"]
+        from nerf_lab.data.datamodule import ViewDataset
+
+        item = ViewDataset(batch, [view])[0]
+        with torch.no_grad():
+            out = render_in_chunks(trained.module.model, RayBundle(item["origins"], item["directions"]), trained.module.chunk)
+        near, far = trained.run_config.data.near, trained.run_config.data.far
+        depth = colourise_depth(out["depth"], out["opacity"], near, far)
+        if truth is None:
+            truth = torch.cat([item["rgb"], torch.ones_like(item["rgb"])], dim=0)
+            columns.append(truth)
+        columns.append(torch.cat([out["rgb"].clamp(0, 1), depth], dim=0))
+        rendered.append(arm.name)
+    if columns:
+        gap = torch.ones(columns[0].shape[0], 2, 3)
+        grid = torch.cat([piece for column in columns for piece in (column, gap)][:-1], dim=1)
+        iio.imwrite(path, to_uint8(grid))
+    return rendered
+
+
+# --- the report ---
+
+
+def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, render: bool = True) -> dict[str, Any]:
+    jobs = read_sweep(sweep_dir)
+    if not jobs:
+        raise NerfLabError(f"{sweep_dir} holds no job folders (folders with .hydra/): expected a sweep's folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arms, shared = group_into_arms(jobs)
+    scored = [arm for arm in arms if arm.completed]
+    best = max(scored, key=lambda arm: arm.mean_std("test/psnr")[0]) if scored else None
+    comparisons = [compare(best, arm) for arm in scored if arm is not best] if best else []
+
+    figures = []
+    if scored:
+        plot_curves(scored, out_dir / "curves.png")
+        figures.append("curves.png")
+        if render and render_grid(scored, out_dir / "test_view.png"):
+            figures.append("test_view.png")
+
+    failed = [job for job in jobs if job.status != "completed"]
+    lines = [f"# {title or sweep_dir.name}", ""]
+    lines += [f"Sweep: `{sweep_dir}` — {len(jobs)} jobs, {len(jobs) - len(failed)} completed.", ""]
+    if shared:
+        lines += ["Settings shared by every job: " + ", ".join(f"`{o}`" for o in shared), ""]
+    lines += ["## Arms (mean ± standard deviation over seeds)", "", arm_table(arms), ""]
+    lines += [
+        f"*white minimum*: runs whose test PSNR is within {WHITE_MINIMUM_MARGIN:g} dB of an image of "
+        "nothing but the background (the model predicts empty space).",
+        "",
+    ]
+    if best is not None:
+        lines += [f"## Verdicts (test PSNR, against the best arm: {best.name})", ""]
+        lines += [f"- **{c['arm']}**: {c['verdict']}." for c in comparisons] or ["- only one arm: nothing to compare."]
+        lines += [""]
+    if failed:
+        lines += ["## Jobs that did not complete", ""]
+        lines += [f"- `{job.path.name}` ({job.name}): {job.status}" + (f" — {job.error}" if job.error else "") for job in failed]
+        lines += [""]
+    for figure in figures:
+        lines += [f"![{figure}]({figure})", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+    summary = {
+        "sweep": str(sweep_dir),
+        "shared_overrides": shared,
+        "arms": [
+            {
+                "name": arm.name,
+                "jobs": [job.path.name for job in arm.jobs],
+                "completed": len(arm.completed),
+                "white_minimum": [job.path.name for job in arm.stuck],
+                **{key: dict(zip(("mean", "std", "n"), arm.mean_std(key))) for key, _, _ in COLUMNS},
+            }
+            for arm in arms
+        ],
+        "best_arm": best.name if best else None,
+        "comparisons": comparisons,
+        "failed": [{"job": job.path.name, "status": job.status, "error": job.error} for job in failed],
+        "figures": figures,
+    }
+    write_json_atomically(out_dir / "report.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nerf_lab.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. outputs/multirun/<date>/<time>")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
+    parser.add_argument("--title", default=None, help="the report's heading")
+    parser.add_argument("--no-render", action="store_true", help="skip the test-view grid (no checkpoints needed)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.sweep_dir.is_dir():
+            raise NerfLabError(f"sweep folder {args.sweep_dir} does not exist")
+        out_dir = args.out or args.sweep_dir / "report"
+        summary = build_report(args.sweep_dir, out_dir, args.title, render=not args.no_render)
+    except NerfLabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+    print((out_dir / "report.md").read_text())
+    print(f"report in {out_dir} ({', '.join(['report.md', 'report.json', *summary['figures']])})")
+
+
+if __name__ == "__main__":
+    main()
