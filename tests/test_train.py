@@ -131,3 +131,19 @@ def test_a_diverged_loss_stops_with_a_clear_error(make_cfg):
 def test_bf16_mixed_precision_trains(make_cfg):
     metrics = train(make_cfg("trainer.precision=bf16-mixed", "trainer.max_steps=4"))
     assert metrics["precision"] == "bf16-mixed" and metrics["val/psnr"] > 5
+
+
+def test_metrics_are_float32_under_bf16_autocast(make_cfg):
+    """SSIM convolves: under bf16 autocast it would be computed, wrongly, in bfloat16."""
+    module = NeRFLitModule(OmegaConf.to_container(make_cfg(), resolve=True)).eval()
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(32, 32, 3, generator=generator)
+    prediction = (target + 0.05 * torch.randn(32, 32, 3, generator=generator)).clamp(0, 1)
+    module.render_view = lambda batch: {"rgb": prediction, "depth": torch.zeros(32, 32), "opacity": torch.ones(32, 32)}
+    batch = {"rgb": target, "view": torch.tensor(0)}
+    module.test_step(batch, 0)
+    reference = module.test_ssim.compute().item()
+    module.test_ssim.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module.test_step(batch, 0)
+    assert module.test_ssim.compute().item() == pytest.approx(reference, abs=1e-6)

@@ -27,8 +27,15 @@ def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 def _to_image_batch(rgb: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) → (1, 3, H, W) for torchmetrics."""
-    return rgb.permute(2, 0, 1)[None]
+    """(H, W, 3) → (1, 3, H, W) float32 for torchmetrics."""
+    return rgb.float().permute(2, 0, 1)[None]
+
+
+def full_precision(device: torch.device) -> torch.autocast:
+    """A context that turns autocast off: metrics must be computed in float32. (SSIM's Gaussian
+    window is a convolution, which bf16-mixed autocast runs in bfloat16: on Lego it read 0.864
+    for images whose float32 SSIM is 0.904.)"""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 class NeRFLitModule(pl.LightningModule):
@@ -125,8 +132,9 @@ class NeRFLitModule(pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         outputs = self.render_view(batch)
         prediction, target = _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
-        self.val_psnr.update(prediction, target)
-        self.val_ssim.update(prediction, target)
+        with full_precision(self.device):
+            self.val_psnr.update(prediction, target)
+            self.val_ssim.update(prediction, target)
         if batch_idx == 0 and self.logger is not None and hasattr(self.logger.experiment, "add_image"):
             panel = validation_panel(batch["rgb"], outputs["rgb"], outputs["depth"], outputs["opacity"], self.near, self.far)
             self.logger.experiment.add_image("val/view", panel, self.global_step, dataformats="HWC")
@@ -155,17 +163,18 @@ class NeRFLitModule(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs = self.render_view(batch)
         prediction, target = _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
-        self.test_psnr.update(prediction, target)
-        self.test_ssim.update(prediction, target)
-        # An image of nothing but the background: the score of a model stuck in the white minimum.
-        self.test_psnr_background.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
-        self.test_views.append(
-            {
-                "view": int(batch["view"]),
-                "psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0)),
-                "ssim": float(structural_similarity_index_measure(prediction, target, data_range=1.0)),
-            }
-        )
+        with full_precision(self.device):
+            self.test_psnr.update(prediction, target)
+            self.test_ssim.update(prediction, target)
+            # An image of nothing but the background: the score of a model stuck in the white minimum.
+            self.test_psnr_background.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
+            self.test_views.append(
+                {
+                    "view": int(batch["view"]),
+                    "psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0)),
+                    "ssim": float(structural_similarity_index_measure(prediction, target, data_range=1.0)),
+                }
+            )
         return outputs
 
     def on_test_epoch_end(self) -> None:
