@@ -42,6 +42,14 @@ def test_default_is_tiny_nerf_on_the_builtin_scene(make_cfg):
     assert (cfg.model.depth, cfg.model.width, cfg.model.view_dependent) == (4, 128, False)
     assert (cfg.sampling.n_c, cfg.sampling.n_f, cfg.data.batch_rays) == (64, 0, 1024)
     assert (cfg.encoding.n_freqs, cfg.encoding.include_input) == (10, True)
+    assert (cfg.optim.lr, cfg.optim.lr_final) == (5e-3, 5e-4)  # Tiny NeRF's short schedule
+
+
+def test_each_model_brings_its_schedule_and_the_command_line_wins(make_cfg):
+    assert make_cfg("model=original", fast=False).optim.lr == 5e-4  # the paper's
+    assert make_cfg("model=original_lite", fast=False).optim.lr == 5e-4
+    assert make_cfg("model=tiny", "optim=adam", fast=False).optim.lr == 5e-4
+    assert make_cfg("model=original", "optim=adam_5e-3", fast=False).optim.lr == 5e-3
 
 
 def test_model_original_alone_is_the_papers_network(make_cfg):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,11 +66,22 @@ def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str
     return None
 
 
+def quiet_expected_warnings() -> None:
+    """Silence warnings about choices nerf_lab makes on purpose, so the ones left matter."""
+    # Training batches are drawn on the device by the dataset itself: no workers, and a length
+    # (the steps left) that is exact because there is only the main process.
+    warnings.filterwarnings("ignore", message=r".*IterableDataset.* has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning's own use of a deprecated torch API, not ours.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
     """A `@hydra.main` function as a command that checks the config groups named on the
     command line first."""
 
     def command() -> None:
+        quiet_expected_warnings()
         problem = unknown_option_error(sys.argv[1:])
         if problem:
             print(f"error: {problem}", file=sys.stderr)

@@ -34,7 +34,7 @@ def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path} does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt")
     try:
-        module = NeRFLitModule.load_from_checkpoint(path, map_location="cpu")
+        module = NeRFLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
     except (RuntimeError, KeyError, TypeError, EOFError) as error:
         raise ConfigError(f"ckpt_path={path} is not a nerf_lab checkpoint: {error}".splitlines()[0]) from None
     if chunk is not None:
