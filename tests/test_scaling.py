@@ -43,8 +43,12 @@ def test_ddp_on_two_cpu_processes(tmp_path, cache_dir, tests_on_path):
     assert len(events.Images("val/view")) == 2
 
 
-def _job_folders(sweep: Path) -> list[Path]:
-    return sorted(path for path in sweep.iterdir() if (path / ".hydra").is_dir())
+def _assert_complete_jobs(sweep: Path, count: int) -> None:
+    jobs = sorted(path for path in sweep.iterdir() if (path / ".hydra").is_dir())
+    assert len(jobs) == count
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert list((job / "tensorboard").glob("events.*")) and (job / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path, cache_dir, tests_on_path):
@@ -55,11 +59,7 @@ def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path, cache_dir, tests_
         "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = _job_folders(tmp_path / "sweep")
-    assert len(jobs) == 2
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
-        assert list((job / "tensorboard").glob("events.*")) and (job / "checkpoints" / "last.ckpt").is_file()
+    _assert_complete_jobs(tmp_path / "sweep", 2)
     cores = len(os.sched_getaffinity(0))
     for number in (0, 1):
         assert json.loads((record / str(number) / "rank0.json").read_text())["threads"] == max(1, cores // 2)
@@ -71,9 +71,5 @@ def test_sweep_through_submitit_local(tmp_path, cache_dir):
         "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = _job_folders(tmp_path / "sweep")
-    assert len(jobs) == 2
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
-        assert (job / "checkpoints" / "last.ckpt").is_file()
+    _assert_complete_jobs(tmp_path / "sweep", 2)
     assert "| job" in result.stdout  # the sweep's summary table

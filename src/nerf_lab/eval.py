@@ -19,7 +19,7 @@ from nerf_lab.config import CONF_DIR
 from nerf_lab.perf import auto_precision, keep_freed_memory
 from nerf_lab.runs import write_json_atomically
 from nerf_lab.trained import load_trained
-from nerf_lab.visualize import validation_panel
+from nerf_lab.visualize import colourise_depth, side_by_side
 
 
 class SaveViews(pl.Callback):
@@ -29,11 +29,8 @@ class SaveViews(pl.Callback):
         self.folder, self.near, self.far = folder, near, far
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
-        panel = validation_panel(batch["rgb"], outputs["rgb"], outputs["depth"], outputs["opacity"], self.near, self.far)
-        width = batch["rgb"].shape[1]
-        # Prediction first: the panel's order is ground truth | prediction | depth.
-        reordered = panel[:, [*range(width, 2 * width), *range(width), *range(2 * width, 3 * width)]]
-        iio.imwrite(self.folder / f"{int(batch['view']):03d}.png", reordered)
+        depth = colourise_depth(outputs["depth"].float(), outputs["opacity"].float(), self.near, self.far)
+        iio.imwrite(self.folder / f"{int(batch['view']):03d}.png", side_by_side(outputs["rgb"], batch["rgb"], depth))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -129,9 +129,13 @@ class NeRFLitModule(pl.LightningModule):
 
     # --- validation and test: whole views ---
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def _render_for_scoring(self, batch: Batch) -> tuple[RenderOutputs, torch.Tensor, torch.Tensor]:
+        """A whole view, and (prediction, target) as float32 image batches for torchmetrics."""
         outputs = self.render_view(batch)
-        prediction, target = _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
+        return outputs, _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs, prediction, target = self._render_for_scoring(batch)
         with full_precision(self.device):
             self.val_psnr.update(prediction, target)
             self.val_ssim.update(prediction, target)
@@ -161,8 +165,7 @@ class NeRFLitModule(pl.LightningModule):
         self.test_views = []
 
     def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
-        outputs = self.render_view(batch)
-        prediction, target = _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
+        outputs, prediction, target = self._render_for_scoring(batch)
         with full_precision(self.device):
             self.test_psnr.update(prediction, target)
             self.test_ssim.update(prediction, target)

@@ -25,7 +25,7 @@ from nerf_lab.model import render_in_chunks
 from nerf_lab.perf import auto_precision, keep_freed_memory
 from nerf_lab.rays import focal_from_fov, image_rays, look_at
 from nerf_lab.trained import load_trained
-from nerf_lab.visualize import colourise_depth, to_uint8
+from nerf_lab.visualize import colourise_depth, side_by_side
 
 
 def orbit_poses(radius: float, elevation_deg: float, frames: int) -> Float[Tensor, "frames 4 4"]:
@@ -65,10 +65,10 @@ def render_orbit(cfg: DictConfig) -> dict[str, Any]:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
         for pose in orbit_poses(radius, elevation, cfg.frames):
             out = render_in_chunks(module.model, image_rays(pose.to(device), focal, width, width), module.chunk)
-            frame = out["rgb"].float().clamp(0, 1).cpu()
+            panels = [out["rgb"]]
             if cfg.depth:
-                frame = torch.cat([frame, colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far)], dim=1)
-            frames.append(to_uint8(frame))
+                panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
+            frames.append(side_by_side(*panels))
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     import imageio.v3 as iio
     import torch
 
+    from nerf_lab.data.datamodule import ViewDataset
     from nerf_lab.model import render_in_chunks
     from nerf_lab.rays import RayBundle
     from nerf_lab.trained import load_trained
@@ -204,10 +205,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
         trained = load_trained(checkpoint)
         datamodule = trained.datamodule(test_views=view + 1)
         datamodule.setup("test")
-        batch = datamodule.splits["test"]
-        from nerf_lab.data.datamodule import ViewDataset
-
-        item = ViewDataset(batch, [view])[0]
+        item = ViewDataset(datamodule.splits["test"], [view])[0]
         with torch.no_grad():
             out = render_in_chunks(trained.module.model, RayBundle(item["origins"], item["directions"]), trained.module.chunk)
         near, far = trained.run_config.data.near, trained.run_config.data.far

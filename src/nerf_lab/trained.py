@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, open_dict
 
 from nerf_lab.config import build_datamodule
@@ -42,5 +41,4 @@ def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
             raise ConfigError(f"chunk={chunk} is not allowed: expected a positive number of rays")
         module.chunk = chunk
     module.eval()
-    torch.set_grad_enabled(False)
     return Trained(module, module.config)

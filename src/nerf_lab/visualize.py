@@ -35,11 +35,12 @@ def validation_panel(
     far: float,
 ) -> np.ndarray:
     """Ground truth | prediction | depth, side by side, as 8-bit RGB."""
-    panel = torch.cat(
-        [target.float().cpu(), prediction.float().clamp(0, 1).cpu(), colourise_depth(depth.float(), opacity.float(), near, far)],
-        dim=1,
-    )
-    return to_uint8(panel)
+    return side_by_side(target, prediction, colourise_depth(depth.float(), opacity.float(), near, far))
+
+
+def side_by_side(*images: Float[Tensor, "height width 3"]) -> np.ndarray:
+    """Images of one height, left to right, as 8-bit RGB."""
+    return to_uint8(torch.cat([image.float().clamp(0, 1).cpu() for image in images], dim=1))
 
 
 def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
