@@ -59,6 +59,7 @@ def test_hparams_entry_pairs_settings_with_final_metrics(make_cfg):
     assert {"hparams/val_psnr_best", "hparams/test_psnr", "hparams/test_ssim"} <= declared
     assert session.hparams["model.depth"].number_value == 2
     assert session.hparams["sampling.n_c"].number_value == 16
+    assert session.hparams["trainer.precision"].string_value == "32-true"
     # Each declared metric has a value in the same run folder, so the HPARAMS tab shows it.
     for tag in declared:
         assert tag in logged.Tags()["scalars"]

@@ -44,5 +44,10 @@ def log_hparams(logger: Any, cfg: DictConfig, metrics: dict[str, Any]) -> None:
         for key in HPARAM_METRICS
         if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])
     }
-    logger.log_hyperparams(flat_hparams(cfg), metrics=values)
+    hparams = flat_hparams(cfg)
+    # What the run used, not what was asked for (trainer.precision=auto).
+    for key in ("precision", "device"):
+        if key in metrics:
+            hparams[f"trainer.{key}"] = str(metrics[key])
+    logger.log_hyperparams(hparams, metrics=values)
     logger.finalize("success")
