@@ -83,8 +83,10 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
     for figure in ("curves.png", "test_view.png"):
         image = iio.imread(tmp_path / "report" / figure)
         assert image.ndim == 3 and image.shape[0] > 30
+    orbit = iio.imread(tmp_path / "report" / "orbit.gif", index=None)
+    assert orbit.shape[0] == 24 and orbit.shape[2] == 2 * 32 + 2  # two arms side by side, 32 px each
     grid = iio.imread(tmp_path / "report" / "test_view.png")
-    assert grid.shape[:2] == (64, 3 * 32 + 2 * 2)  # truth + two arms, colour over depth
+    assert grid.shape[1] > grid.shape[0]  # ground truth and two arms side by side
 
 
 def test_report_command_on_a_missing_folder_is_one_line(tmp_path, cache_dir):

@@ -63,6 +63,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.val_check_interval", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (steps between validations)"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("seed", lambda v: _is_int(v), "an integer"),
+    ("compile", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 

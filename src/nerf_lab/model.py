@@ -64,6 +64,12 @@ class NeRFModel(nn.Module):
         self.perturb = perturb
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32))
 
+    def compile_fields(self) -> None:
+        """torch.compile the fields (the network work); sampling and compositing stay eager."""
+        for field in (self.coarse_field, self.fine_field):
+            if field is not None:
+                field.compile()
+
     def forward(self, rays: RayBundle) -> RenderOutputs:
         stratified = self.training and self.perturb
         n_rays = rays.origins.shape[0]

@@ -7,6 +7,7 @@ their mean elevation (or `elevation_deg`), looking at the origin, as the NeRF pa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from nerf_lab.errors import ConfigError
 from nerf_lab.model import render_in_chunks
 from nerf_lab.perf import auto_precision, keep_freed_memory
 from nerf_lab.rays import focal_from_fov, image_rays, look_at
-from nerf_lab.trained import load_trained
+from nerf_lab.trained import Trained, load_trained
 from nerf_lab.visualize import colourise_depth, side_by_side
 
 
@@ -39,45 +40,76 @@ def orbit_poses(radius: float, elevation_deg: float, frames: int) -> Float[Tenso
     return torch.stack([look_at(position) for position in positions]).float()
 
 
+@dataclass
+class Orbit:
+    frames: list[np.ndarray]
+    radius: float
+    elevation_deg: float
+    width: int
+
+
+def orbit_frames(
+    trained: Trained,
+    frames: int,
+    elevation_deg: float | None = None,
+    width: int | None = None,
+    depth: bool = False,
+    scene_dir: str | None = None,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> Orbit:
+    """`frames` views of a trained model around the scene (colour, and depth beside it), on
+    the sphere its data set's cameras lie on, at their mean elevation unless given."""
+    data = trained.run_config.data
+    datamodule = trained.datamodule(scene_dir)
+    train_poses, camera_angle_x = datamodule.cameras("train")
+    radius = float(train_poses[:, :3, 3].norm(dim=-1).mean())
+    if elevation_deg is None:
+        positions = datamodule.cameras("test")[0][:, :3, 3]
+        elevation_deg = float(torch.rad2deg(torch.asin(positions[:, 2] / positions.norm(dim=-1))).mean())
+    width = width or data.resolution
+    focal = focal_from_fov(camera_angle_x, width)
+    device = torch.device(device)
+    module = trained.module.to(device)
+    images = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for pose in orbit_poses(radius, elevation_deg, frames):
+            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, width, width), module.chunk)
+            panels = [out["rgb"]]
+            if depth:
+                panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
+            images.append(side_by_side(*panels))
+    return Orbit(images, radius, elevation_deg, width)
+
+
 def render_orbit(cfg: DictConfig) -> dict[str, Any]:
     if cfg.frames < 1 or cfg.fps < 1:
         raise ConfigError(f"frames={cfg.frames} and fps={cfg.fps} must be positive integers")
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
-    data = trained.run_config.data
-    datamodule = trained.datamodule(cfg.scene_dir)
-    train_poses, camera_angle_x = datamodule.cameras("train")
-    test_poses, _ = datamodule.cameras("test")
-    radius = float(train_poses[:, :3, 3].norm(dim=-1).mean())
-    if cfg.elevation_deg is None:
-        positions = test_poses[:, :3, 3]
-        elevation = float(torch.rad2deg(torch.asin(positions[:, 2] / positions.norm(dim=-1))).mean())
-    else:
-        elevation = float(cfg.elevation_deg)
-    width = cfg.resolution or data.resolution
-    focal = focal_from_fov(camera_angle_x, width)
-
     keep_freed_memory()
     accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
-    device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
     precision = auto_precision(accelerator) if cfg.precision == "auto" else cfg.precision
-    module = trained.module.to(device)
-    frames = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
-        for pose in orbit_poses(radius, elevation, cfg.frames):
-            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, width, width), module.chunk)
-            panels = [out["rgb"]]
-            if cfg.depth:
-                panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
-            frames.append(side_by_side(*panels))
-
+    orbit = orbit_frames(
+        trained,
+        cfg.frames,
+        cfg.elevation_deg,
+        cfg.resolution,
+        cfg.depth,
+        cfg.scene_dir,
+        device="cuda" if accelerator in ("gpu", "cuda") else "cpu",
+        bf16=precision.startswith("bf16"),
+    )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = [write_gif(output_dir / "orbit.gif", frames, cfg.fps)]
-    video = write_mp4(output_dir / "orbit.mp4", frames, cfg.fps)
+    written = [write_gif(output_dir / "orbit.gif", orbit.frames, cfg.fps)]
+    video = write_mp4(output_dir / "orbit.mp4", orbit.frames, cfg.fps)
     if video is not None:
         written.append(video)
-    print(f"orbit of {cfg.frames} frames at {width} px, radius {radius:.2f}, elevation {elevation:.0f}°: {', '.join(map(str, written))}")
-    return {"files": [str(path) for path in written], "radius": radius, "elevation_deg": elevation}
+    print(
+        f"orbit of {cfg.frames} frames at {orbit.width} px, radius {orbit.radius:.2f}, "
+        f"elevation {orbit.elevation_deg:.0f}°: {', '.join(map(str, written))}"
+    )
+    return {"files": [str(path) for path in written], "radius": orbit.radius, "elevation_deg": orbit.elevation_deg}
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:

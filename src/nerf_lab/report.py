@@ -5,7 +5,8 @@ shares). For each arm: mean ± standard deviation over seeds of the best `val/ps
 PSNR and SSIM, steps, time, speed and size. Each arm is compared with the best arm: the
 difference of means with its standard error, and a verdict computed from them. Figures: the
 `val/psnr` and `train/psnr` curves (mean and spread over seeds) against step and wall time,
-and one test view rendered by every arm beside the ground truth, with a depth row.
+one test view rendered by every arm beside the ground truth, with a depth row, and an orbit
+GIF of the arms side by side.
 
 Failed or unfinished jobs are listed as such and left out of the statistics.
 """
@@ -53,8 +54,10 @@ class Arm:
     def completed(self) -> list[JobResult]:
         return [job for job in self.jobs if job.status == "completed"]
 
-    def values(self, key: str) -> list[float]:
-        return [float(job.metrics[key]) for job in self.completed if isinstance(job.metrics.get(key), (int, float))]
+    def values(self, key: str, jobs: list[JobResult] | None = None) -> list[float]:
+        """The completed runs' values of `key` (or those of `jobs`)."""
+        jobs = self.completed if jobs is None else jobs
+        return [float(job.metrics[key]) for job in jobs if isinstance(job.metrics.get(key), (int, float))]
 
     @property
     def stuck(self) -> list[JobResult]:
@@ -65,6 +68,10 @@ class Arm:
             if "test/psnr_background" in job.metrics
             and job.metrics.get("test/psnr", math.inf) <= job.metrics["test/psnr_background"] + WHITE_MINIMUM_MARGIN
         ]
+
+    @property
+    def trained(self) -> list[JobResult]:
+        return [job for job in self.completed if job not in self.stuck]
 
     def mean_std(self, key: str) -> tuple[float, float, int]:
         values = self.values(key)
@@ -88,19 +95,32 @@ def group_into_arms(jobs: list[JobResult], seed_key: str = SEED_KEY) -> tuple[li
     return list(arms.values()), sorted(shared)
 
 
+def _difference(best: list[float], other: list[float], best_name: str, unit: str) -> tuple[float, float, str]:
+    """(mean difference other − best, its standard error, a verdict) from two samples."""
+    difference = statistics.fmean(other) - statistics.fmean(best)
+    if len(best) < 2 or len(other) < 2:
+        return difference, math.nan, "one seed an arm: the spread is unknown, so the difference cannot be told from noise"
+    error = math.sqrt(statistics.variance(best) / len(best) + statistics.variance(other) / len(other))
+    if abs(difference) > NOISE_FACTOR * error:
+        return difference, error, f"{best_name} is better by {-difference:.2f} {unit}, more than {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+    return difference, error, f"no clear difference: {difference:+.2f} {unit} is within {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+
+
 def compare(best: Arm, other: Arm, key: str = "test/psnr", unit: str = "dB") -> dict[str, Any]:
-    """Difference of `other` from `best` in `key`, with its standard error and a verdict."""
-    mean_best, std_best, n_best = best.mean_std(key)
-    mean_other, std_other, n_other = other.mean_std(key)
-    difference = mean_other - mean_best
-    if n_best < 2 or n_other < 2:
-        error, verdict = math.nan, "one seed an arm: the spread is unknown, so the difference cannot be told from noise"
-    else:
-        error = math.sqrt(std_best**2 / n_best + std_other**2 / n_other)
-        if abs(difference) > NOISE_FACTOR * error:
-            verdict = f"{best.name} is better by {-difference:.2f} {unit}, more than {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+    """Difference of `other` from `best` in `key`, with its standard error and a verdict.
+
+    Runs stuck in the white minimum are named, and the arms are compared a second time on the
+    runs that trained: a stuck seed is a finding in itself, and its spread would otherwise hide
+    any other difference."""
+    difference, error, verdict = _difference(best.values(key), other.values(key), best.name, unit)
+    stuck = [f"{len(arm.stuck)} of {len(arm.completed)} runs of {arm.name} fell into the white minimum" for arm in (other, best) if arm.stuck]
+    if stuck:
+        trained_best, trained_other = best.values(key, best.trained), other.values(key, other.trained)
+        if trained_best and trained_other:
+            _, _, among = _difference(trained_best, trained_other, best.name, unit)
+            verdict = f"{'; '.join(stuck)}. All runs: {verdict}. Runs that trained: {among}"
         else:
-            verdict = f"no clear difference: {difference:+.2f} {unit} is within {NOISE_FACTOR:g}× the noise (±{error:.2f})"
+            verdict = f"{'; '.join(stuck)}. All runs: {verdict}"
     return {"arm": other.name, "against": best.name, "metric": key, "difference": difference, "standard_error": error, "verdict": verdict}
 
 
@@ -121,6 +141,19 @@ def arm_table(arms: list[Arm]) -> str:
         row.append(f"{len(arm.stuck)}/{len(arm.completed)}")
         rows.append(row)
     return format_table(rows, ["arm", "seeds done", *[title for _, title, _ in COLUMNS], "white minimum"])
+
+
+def run_table(arms: list[Arm], seed_key: str = SEED_KEY) -> str:
+    """One row a run: its arm, seed, scores, and whether it fell into the white minimum."""
+    rows = []
+    for arm in arms:
+        for job in arm.jobs:
+            seed = next((o.split("=", 1)[1] for o in job.overrides if o.split("=", 1)[0] == seed_key), "–")
+            m = job.metrics
+            scores = [_format(float(m[k]), math.nan, d) if isinstance(m.get(k), (int, float)) else "–" for k, _, d in COLUMNS[:3]]
+            state = "white minimum" if job in arm.stuck else job.status
+            rows.append([arm.name, seed, *scores, state, job.path.name.split("_", 1)[0]])
+    return format_table(rows, ["arm", "seed", *[title for _, title, _ in COLUMNS[:3]], "state", "job"])
 
 
 # --- curves from the event files ---
@@ -145,6 +178,14 @@ def read_curves(job: JobResult, tags: Sequence[str]) -> dict[str, np.ndarray]:
     return curves
 
 
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average of the same length, the ends padded with the end values (zero
+    padding would drag the first and last points towards 0)."""
+    window = max(1, min(window, len(values)) // 2 * 2 + 1)  # odd, at most the length
+    padded = np.pad(values, window // 2, mode="edge")
+    return np.convolve(padded, np.ones(window) / window, mode="valid")
+
+
 def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", "train/psnr")) -> None:
     import matplotlib
 
@@ -160,9 +201,8 @@ def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", 
                 continue
             length = min(len(s) for s in series)
             stacked = np.stack([s[:length] for s in series])
-            if tag == "train/psnr":  # noisy per step: smooth over a window of 10 logged points
-                kernel = np.ones(min(10, length)) / min(10, length)
-                stacked[..., 2] = np.stack([np.convolve(s[:, 2], kernel, mode="same") for s in stacked])
+            if tag == "train/psnr":  # noisy per step: a moving average over 9 logged points
+                stacked[..., 2] = np.stack([moving_average(s[:, 2], 9) for s in stacked])
             mean, spread = stacked[..., 2].mean(0), stacked[..., 2].std(0)
             for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
                 axis = axes[row, column]
@@ -183,24 +223,25 @@ def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", 
 
 
 def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
-    """Ground truth, then each arm's rendering of test view `view` (first completed seed's best
-    checkpoint), colour above and depth below. Returns the arms it could render."""
-    import imageio.v3 as iio
+    """Test view `view` rendered by every arm (its first completed seed's best checkpoint)
+    beside the ground truth: colour above, depth below, each column titled. Returns the arms
+    it could render."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import torch
 
     from nerf_lab.data.datamodule import ViewDataset
     from nerf_lab.model import render_in_chunks
     from nerf_lab.rays import RayBundle
     from nerf_lab.trained import load_trained
-    from nerf_lab.visualize import colourise_depth, to_uint8
+    from nerf_lab.visualize import colourise_depth
 
-    columns, rendered, truth = [], [], None
+    columns: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for arm in arms:
-        if not arm.completed:
-            continue
-        checkpoints = arm.completed[0].path / "checkpoints"
-        checkpoint = checkpoints / "best.ckpt" if (checkpoints / "best.ckpt").is_file() else checkpoints / "last.ckpt"
-        if not checkpoint.is_file():
+        checkpoint = _checkpoint(arm)
+        if checkpoint is None:
             continue
         trained = load_trained(checkpoint)
         datamodule = trained.datamodule(test_views=view + 1)
@@ -209,17 +250,55 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
         with torch.no_grad():
             out = render_in_chunks(trained.module.model, RayBundle(item["origins"], item["directions"]), trained.module.chunk)
         near, far = trained.run_config.data.near, trained.run_config.data.far
-        depth = colourise_depth(out["depth"], out["opacity"], near, far)
-        if truth is None:
-            truth = torch.cat([item["rgb"], torch.ones_like(item["rgb"])], dim=0)
-            columns.append(truth)
-        columns.append(torch.cat([out["rgb"].clamp(0, 1), depth], dim=0))
-        rendered.append(arm.name)
-    if columns:
-        gap = torch.ones(columns[0].shape[0], 2, 3)
-        grid = torch.cat([piece for column in columns for piece in (column, gap)][:-1], dim=1)
-        iio.imwrite(path, to_uint8(grid))
-    return rendered
+        if not columns:
+            columns.append(("ground truth", item["rgb"].numpy(), None))
+        depth = colourise_depth(out["depth"], out["opacity"], near, far).numpy()
+        columns.append((arm.name, out["rgb"].clamp(0, 1).numpy(), depth))
+    if not columns:
+        return []
+
+    figure, axes = plt.subplots(2, len(columns), figsize=(2.2 * len(columns), 4.6), squeeze=False)
+    for column, (name, colour, depth) in enumerate(columns):
+        axes[0, column].imshow(colour, interpolation="nearest")
+        axes[0, column].set_title(name, fontsize=8)
+        if depth is not None:
+            axes[1, column].imshow(depth, interpolation="nearest")
+        for axis in axes[:, column]:
+            axis.axis("off")
+    axes[1, 0].text(0.5, 0.5, f"test view {view}\ncolour above,\ndepth below\n(near blue, far red)", ha="center", va="center", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [name for name, _, _ in columns[1:]]
+
+
+def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8) -> list[str]:
+    """An orbit around the scene, every arm side by side (first completed seed's best
+    checkpoint), as a GIF at the runs' resolution."""
+    from nerf_lab.render import orbit_frames, write_gif
+    from nerf_lab.trained import load_trained
+
+    names, orbits = [], []
+    for arm in arms:
+        checkpoint = _checkpoint(arm)
+        if checkpoint is not None:
+            orbits.append(orbit_frames(load_trained(checkpoint), frames).frames)
+            names.append(arm.name)
+    if orbits:
+        gap = np.full((orbits[0][0].shape[0], 2, 3), 255, dtype=np.uint8)
+        write_gif(path, [np.concatenate([part for orbit in orbits for part in (orbit[i], gap)][:-1], axis=1) for i in range(frames)], fps)
+    return names
+
+
+def _checkpoint(arm: Arm) -> Path | None:
+    """The best (else last) checkpoint of the arm's first completed seed."""
+    if not arm.completed:
+        return None
+    checkpoints = arm.completed[0].path / "checkpoints"
+    for name in ("best.ckpt", "last.ckpt"):
+        if (checkpoints / name).is_file():
+            return checkpoints / name
+    return None
 
 
 # --- the report ---
@@ -241,6 +320,8 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
         figures.append("curves.png")
         if render and render_grid(scored, out_dir / "test_view.png"):
             figures.append("test_view.png")
+        if render and orbit_gif(scored, out_dir / "orbit.gif"):
+            figures.append("orbit.gif")
 
     failed = [job for job in jobs if job.status != "completed"]
     lines = [f"# {title or sweep_dir.name}", ""]
@@ -253,6 +334,7 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
         "nothing but the background (the model predicts empty space).",
         "",
     ]
+    lines += ["## Runs", "", run_table(arms), ""]
     if best is not None:
         lines += [f"## Verdicts (test PSNR, against the best arm: {best.name})", ""]
         lines += [f"- **{c['arm']}**: {c['verdict']}." for c in comparisons] or ["- only one arm: nothing to compare."]
@@ -292,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. outputs/multirun/<date>/<time>")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
     parser.add_argument("--title", default=None, help="the report's heading")
-    parser.add_argument("--no-render", action="store_true", help="skip the test-view grid (no checkpoints needed)")
+    parser.add_argument("--no-render", action="store_true", help="skip the test-view grid and orbit (no checkpoints needed)")
     args = parser.parse_args(argv)
     try:
         if not args.sweep_dir.is_dir():

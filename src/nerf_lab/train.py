@@ -91,6 +91,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
     module = NeRFLitModule(run_config)
+    if cfg.compile:
+        module.model.compile_fields()
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
