@@ -160,6 +160,12 @@ def test_800px_view_renders_in_the_memory_of_one_chunk():
     seen = []
     model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
 
+    # Warm up on a view of exactly one chunk: the allocator keeps the pages one chunk needs
+    # (and libraries load lazily on first use), so what grows afterwards is what depends on
+    # the image size.
+    render_in_chunks(model, image_rays(pose, 1100.0, 64, 64), chunk=chunk)
+    seen.clear()
+
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size
     before = _peak_rss_bytes()
     out = render_in_chunks(model, rays, chunk=chunk)
@@ -167,6 +173,8 @@ def test_800px_view_renders_in_the_memory_of_one_chunk():
 
     assert out["rgb"].shape == (800, 800, 3)
     assert max(seen) == chunk and len(seen) == math.ceil(800 * 800 / chunk)
+    # The outputs take 13 MB; the allocator's slack on a busy machine has measured up to
+    # ~60 MB; rendering all 640k rays in one pass grows the peak by ~2.5 GB.
     outputs_bytes = 800 * 800 * 5 * 4
     one_pass_hidden_bytes = 800 * 800 * 8 * width * 4  # one activation of one layer, all rays at once
-    assert grown < outputs_bytes + 64 * 2**20 < one_pass_hidden_bytes
+    assert grown < outputs_bytes + 128 * 2**20 < one_pass_hidden_bytes
