@@ -72,6 +72,9 @@ def quiet_expected_warnings() -> None:
     # (the steps left) that is exact because there is only the main process.
     warnings.filterwarnings("ignore", message=r".*IterableDataset.* has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # A resumed run rebuilds its loader at the restored step, and the batch of step k is a
+    # function of (seed, rank, k) alone, so resuming mid-"epoch" repeats nothing.
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     # Lightning's own use of a deprecated torch API, not ours.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
