@@ -91,8 +91,8 @@ def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
 
 def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
     result = run(
-        "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "hydra.run.dir=bench",
-        cwd=tmp_path, cache=cache_dir,
+        "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "bench.profile_steps=2",
+        "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "bench" / "bench.json").read_text())
@@ -101,3 +101,8 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
     assert figures["train_rays_per_s"] == pytest.approx(figures["train_steps_per_s"] * 128, rel=0.01)
     assert figures["timed_steps"] == 4 and figures["render_s_per_view"] > 0
     assert "steps/s" in result.stdout
+    # The profiled steps come after the timed ones; the model's stages are a part of the step.
+    stages = figures["profile_ms_per_step"]
+    assert set(stages) == {"step", "nerf.sampling", "nerf.field", "nerf.compositing"}
+    assert 0 < stages["nerf.field"] < stages["step"]
+    assert "aten::" in (tmp_path / "bench" / "profile.txt").read_text()

@@ -38,10 +38,11 @@ def _synchronise(device: torch.device) -> None:
 
 
 class StepTimer(pl.Callback):
-    """Wall time of the steps after the warm-up, synchronised with the device."""
+    """Wall time of steps `warmup_steps` to `stop_step` (or the end), synchronised with the device."""
 
-    def __init__(self, warmup_steps: int) -> None:
+    def __init__(self, warmup_steps: int, stop_step: int | None = None) -> None:
         self.warmup_steps = warmup_steps
+        self.stop_step = stop_step
         self.started: float | None = None
         self.seconds = 0.0
         self.timed_steps = 0
@@ -50,12 +51,63 @@ class StepTimer(pl.Callback):
         if trainer.global_step == self.warmup_steps:
             _synchronise(trainer.strategy.root_device)
             self.started = time.perf_counter()
+        elif trainer.global_step == self.stop_step:
+            self._stop(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if not self.timed_steps:
+            self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
         _synchronise(trainer.strategy.root_device)
         if self.started is not None:
             self.seconds = time.perf_counter() - self.started
             self.timed_steps = trainer.global_step - self.warmup_steps
+
+
+class ProfileSteps(pl.Callback):
+    """`torch.profiler` over the steps from `start_step` to the end of training."""
+
+    def __init__(self, start_step: int) -> None:
+        self.start_step = start_step
+        self.profiler: torch.profiler.profile | None = None
+        self.profiled_steps = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.start_step:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if trainer.strategy.root_device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.profiler is not None:
+            _synchronise(trainer.strategy.root_device)
+            self.profiler.__exit__(None, None, None)
+            self.profiled_steps = trainer.global_step - self.start_step
+
+    def summary(self, device: torch.device, rows: int = 20) -> tuple[str, dict[str, float]]:
+        """The operators that take the most time (a table), and the milliseconds a step spent
+        in all operators (`step`) and in each stage that the model labels (`nerf.sampling`,
+        `nerf.field`, `nerf.compositing`: forward only; the backward pass is in `step`)."""
+        assert self.profiler is not None and self.profiled_steps > 0
+        events = self.profiler.key_averages()
+        on_gpu = device.type == "cuda"
+        table = events.table(sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=rows)
+
+        def self_us(event: Any) -> float:
+            return event.self_device_time_total if on_gpu else event.self_cpu_time_total
+
+        def total_us(event: Any) -> float:
+            return event.device_time_total if on_gpu else event.cpu_time_total
+
+        per_step = 1e-3 / self.profiled_steps
+        stages = {"step": round(sum(self_us(event) for event in events) * per_step, 3)}
+        for event in events:
+            if event.key.startswith("nerf."):
+                stages[event.key] = round(total_us(event) * per_step, 3)
+        return table, stages
 
 
 def mlp_flops_per_step(model: NeRFModel, batch_rays: int) -> float:
@@ -119,10 +171,12 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     module = NeRFLitModule(train_cfg)
     datamodule = build_datamodule(cfg)
 
-    timer = StepTimer(warmup)
+    profile_steps = cfg.bench.profile_steps
+    timer = StepTimer(warmup, stop_step=warmup + steps)
+    profiler = ProfileSteps(warmup + steps) if profile_steps > 0 else None
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        max_steps=warmup + steps,
+        max_steps=warmup + steps + profile_steps,
         precision=precision,
         val_check_interval=10**9,
         limit_val_batches=0,
@@ -130,7 +184,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer] + ([profiler] if profiler else []),
     )
     trainer.fit(module, datamodule=datamodule)
     device = trainer.strategy.root_device
@@ -178,8 +232,17 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         ["MLP bound", f"{results['mlp_bound_steps_per_s']:.2f} steps/s", f"{results['mlp_gflop_per_step']} GFLOP a step at {results['matmul_tflops_measured']} TFLOP/s"],
         ["step / bound", f"{results['fraction_of_mlp_bound']:.0%}", "of the matrix-product bound"],
     ]
-    print(f"\n{results['device']}, {precision}\n" + format_table(rows, ["what", "figure", "detail"]))
     output_dir = Path(cfg.paths.output_dir)
+    if profiler is not None:
+        table, stages = profiler.summary(device)
+        results["profile_ms_per_step"] = stages
+        (output_dir / "profile.txt").write_text(table)
+        print(f"\nprofile of {profiler.profiled_steps} steps (also in {output_dir / 'profile.txt'}):\n{table}")
+        rows += [
+            [f"profile: {name}", f"{ms:.2f} ms a step", f"{ms / stages['step']:.0%} of the profiled step"]
+            for name, ms in stages.items()
+        ]
+    print(f"\n{results['device']}, {precision}\n" + format_table(rows, ["what", "figure", "detail"]))
     write_json_atomically(output_dir / "bench.json", results)
     if cfg.bench.json_path:
         write_json_atomically(Path(cfg.bench.json_path), results)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from nerf_lab.rays import RayBundle
 from nerf_lab.rendering import (
@@ -73,16 +74,19 @@ class NeRFModel(nn.Module):
     def forward(self, rays: RayBundle) -> RenderOutputs:
         stratified = self.training and self.perturb
         n_rays = rays.origins.shape[0]
-        coarse_edges = stratified_edges(
-            n_rays, self.n_coarse, self.near, self.far, stratified, rays.origins.device
-        )
+        with record_function("nerf.sampling"):
+            coarse_edges = stratified_edges(
+                n_rays, self.n_coarse, self.near, self.far, stratified, rays.origins.device
+            )
         coarse = self.render_samples(self.coarse_field, rays, coarse_edges)
         if self.fine_field is None:
             return coarse
-        fine_depths = sample_pdf(
-            coarse_edges, coarse["weights"], self.n_fine, deterministic=not stratified
-        )
-        fine = self.render_samples(self.fine_field, rays, merge_edges(coarse_edges, fine_depths))
+        with record_function("nerf.sampling"):
+            fine_depths = sample_pdf(
+                coarse_edges, coarse["weights"], self.n_fine, deterministic=not stratified
+            )
+            fine_edges = merge_edges(coarse_edges, fine_depths)
+        fine = self.render_samples(self.fine_field, rays, fine_edges)
         fine["rgb_coarse"] = coarse["rgb"]
         return fine
 
@@ -92,15 +96,21 @@ class NeRFModel(nn.Module):
         rays: RayBundle,
         edges: Float[Tensor, "rays edges"],
     ) -> RenderOutputs:
-        """Query `field` at the centres of the intervals bounded by `edges` and composite."""
-        depths = midpoints(edges)
-        positions = rays.origins[:, None, :] + rays.directions[:, None, :] * depths[..., None]
-        direction_norm = rays.directions.norm(dim=-1, keepdim=True)
-        view_directions = (rays.directions / direction_norm)[:, None, :]
-        rgb, density = field(positions, view_directions)
+        """Query `field` at the centres of the intervals bounded by `edges` and composite.
+
+        The stages are labelled for `torch.profiler` (`nerf.sampling`, `nerf.field`,
+        `nerf.compositing`): `nerf_lab.bench bench.profile_steps=N` reports their share of a step.
+        """
+        with record_function("nerf.sampling"):
+            depths = midpoints(edges)
+            positions = rays.origins[:, None, :] + rays.directions[:, None, :] * depths[..., None]
+            direction_norm = rays.directions.norm(dim=-1, keepdim=True)
+            view_directions = (rays.directions / direction_norm)[:, None, :]
+        with record_function("nerf.field"):
+            rgb, density = field(positions, view_directions)
 
         # The compositing sums stay in float32 under autocast (see nerf_lab.rendering).
-        with torch.autocast(device_type=edges.device.type, enabled=False):
+        with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):
             deltas = (edges[:, 1:] - edges[:, :-1]) * direction_norm
             weights, _, _ = render_weights(density, deltas)
             ray_opacity = opacity(weights)
