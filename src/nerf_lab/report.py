@@ -193,27 +193,37 @@ def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", 
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(len(tags), 2, figsize=(11, 3.6 * len(tags)), squeeze=False)
+    any_stuck = False
     for colour, arm in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, arms):
-        per_job = [read_curves(job, tags) for job in arm.completed]
+        # A run in the white minimum would drag the mean and widen the band into noise: the
+        # mean and band are over the runs that trained, each stuck run is its own dashed line.
+        trained = arm.trained or arm.completed
+        stuck = [job for job in arm.stuck if job not in trained]
+        any_stuck = any_stuck or bool(stuck)
+        curves_of = {job.path: read_curves(job, tags) for job in [*trained, *stuck]}
         for row, tag in enumerate(tags):
-            series = [curves[tag] for curves in per_job if tag in curves]
-            if not series:
-                continue
-            length = min(len(s) for s in series)
-            stacked = np.stack([s[:length] for s in series])
-            if tag == "train/psnr":  # noisy per step: a moving average over 9 logged points
-                stacked[..., 2] = np.stack([moving_average(s[:, 2], 9) for s in stacked])
-            mean, spread = stacked[..., 2].mean(0), stacked[..., 2].std(0)
-            for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
-                axis = axes[row, column]
-                axis.plot(x, mean, color=colour, label=f"{arm.name} (n={len(series)})")
-                if len(series) > 1:
-                    axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
-                axis.set_xlabel("step" if column == 0 else "wall time (s)")
-                axis.set_ylabel(f"{tag} (dB)")
-                axis.grid(alpha=0.3)
+            groups = [(trained, "-"), *[([job], "--") for job in stuck]]
+            for index, (jobs, style) in enumerate(groups):
+                series = [curves_of[job.path][tag] for job in jobs if tag in curves_of[job.path]]
+                if not series:
+                    continue
+                length = min(len(s) for s in series)
+                stacked = np.stack([s[:length] for s in series])
+                if tag == "train/psnr":  # noisy per step: a moving average over 9 logged points
+                    stacked[..., 2] = np.stack([moving_average(s[:, 2], 9) for s in stacked])
+                mean, spread = stacked[..., 2].mean(0), stacked[..., 2].std(0)
+                label = f"{arm.name} (n={len(series)})" if index == 0 else (f"{arm.name}: white minimum" if index == 1 else None)
+                for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
+                    axis = axes[row, column]
+                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label)
+                    if len(series) > 1:
+                        axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
+                    axis.set_xlabel("step" if column == 0 else "wall time (s)")
+                    axis.set_ylabel(f"{tag} (dB)")
+                    axis.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    figure.suptitle("mean over seeds, band: ± one standard deviation")
+    title = "mean over seeds, band: ± one standard deviation"
+    figure.suptitle(title + ("; dashed: a run in the white minimum, outside the mean" if any_stuck else ""))
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
