@@ -66,20 +66,26 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
     assert arms["model.depth=0"]["completed"] == 0
     assert [f["status"] for f in summary["failed"]] == ["failed", "failed"]
 
-    # The table's numbers are the runs' own: best val/psnr is the best point of their curves.
+    # The table's numbers are the runs' own: best val/psnr is the best point of their curves,
+    # and the early comparison reads each curve's first point.
     for arm in ("model.depth=1", "model.depth=2"):
-        bests = []
+        bests, firsts = [], []
         for job in arms[arm]["jobs"]:
             events = EventAccumulator(str(sweep / job / "tensorboard"))
             events.Reload()
-            bests.append(max(event.value for event in events.Scalars("val/psnr")))
+            curve = events.Scalars("val/psnr")
+            bests.append(max(event.value for event in curve))
+            firsts.append(curve[0].value)
+            assert curve[0].step == summary["early"]["step"]
         assert arms[arm]["val/psnr_best"]["mean"] == pytest.approx(sum(bests) / 2, abs=1e-4)
         assert arms[arm]["val/psnr_best"]["n"] == 2
+        assert summary["early"]["arms"][arm]["mean"] == pytest.approx(sum(firsts) / 2, abs=1e-4)
 
     report = (tmp_path / "report" / "report.md").read_text()
     assert re.search(r"\| model.depth=1 +\| 2/2 +\| \d+\.\d\d ± \d+\.\d\d", report)
     assert "model.depth=0" in report and "failed" in report
     assert len(summary["comparisons"]) == 1 and summary["comparisons"][0]["verdict"]
+    assert len(summary["early"]["comparisons"]) == 1 and "Early convergence" in report
     for figure in ("curves.png", "test_view.png"):
         image = iio.imread(tmp_path / "report" / figure)
         assert image.ndim == 3 and image.shape[0] > 30

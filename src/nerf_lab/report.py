@@ -38,6 +38,8 @@ COLUMNS = [
     ("steps_per_s", "steps/s", 2),
     ("parameters", "parameters", 0),
 ]
+# val/psnr at the first validation step that every run reached: how fast the arms start.
+EARLY_KEY = "val/psnr_early"
 # A difference counts as real when it exceeds this many standard errors (about 95 %).
 NOISE_FACTOR = 2.0
 # A run is stuck in the white minimum when it scores within this much (dB) of an image of
@@ -176,6 +178,31 @@ def read_curves(job: JobResult, tags: Sequence[str]) -> dict[str, np.ndarray]:
     for tag in curves:
         curves[tag][:, 1] -= start
     return curves
+
+
+def add_early_val_psnr(jobs: list[JobResult]) -> int | None:
+    """Store in each completed job's metrics (as `EARLY_KEY`) its val/psnr at the first
+    validation step that all of them logged, and return that step (None if they share none).
+
+    Final scores say where the arms end; this says how fast they start, which is what claims
+    such as "converges faster" are about."""
+    curves = {}
+    for job in jobs:
+        if job.status == "completed":
+            curve = read_curves(job, ["val/psnr"]).get("val/psnr")
+            if curve is not None:
+                curves[job.path] = curve
+    if not curves:
+        return None
+    common = set.intersection(*({int(step) for step in curve[:, 0]} for curve in curves.values()))
+    if not common:
+        return None
+    step = min(common)
+    for job in jobs:
+        if job.path in curves:
+            curve = curves[job.path]
+            job.metrics[EARLY_KEY] = float(curve[curve[:, 0] == step][0, 2])
+    return step
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -323,6 +350,10 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
     scored = [arm for arm in arms if arm.completed]
     best = max(scored, key=lambda arm: arm.mean_std("test/psnr")[0]) if scored else None
     comparisons = [compare(best, arm) for arm in scored if arm is not best] if best else []
+    early_step = add_early_val_psnr(jobs)
+    early_scored = [arm for arm in scored if arm.values(EARLY_KEY)] if early_step is not None else []
+    early_best = max(early_scored, key=lambda arm: arm.mean_std(EARLY_KEY)[0]) if early_scored else None
+    early_comparisons = [compare(early_best, arm, EARLY_KEY) for arm in early_scored if arm is not early_best] if early_best else []
 
     figures = []
     if scored:
@@ -349,6 +380,14 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
         lines += [f"## Verdicts (test PSNR, against the best arm: {best.name})", ""]
         lines += [f"- **{c['arm']}**: {c['verdict']}." for c in comparisons] or ["- only one arm: nothing to compare."]
         lines += [""]
+    if early_best is not None and early_comparisons:
+        lines += [f"## Early convergence (val PSNR at step {early_step}, the first validation; best arm: {early_best.name})", ""]
+        lines += [
+            f"- **{c['arm']}**: {c['verdict']}; {early_best.name} {_format(*early_best.mean_std(EARLY_KEY)[:2], 2)} dB, "
+            f"{c['arm']} {_format(*next(a for a in early_scored if a.name == c['arm']).mean_std(EARLY_KEY)[:2], 2)} dB."
+            for c in early_comparisons
+        ]
+        lines += [""]
     if failed:
         lines += ["## Jobs that did not complete", ""]
         lines += [f"- `{job.path.name}` ({job.name}): {job.status}" + (f" — {job.error}" if job.error else "") for job in failed]
@@ -372,6 +411,12 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
         ],
         "best_arm": best.name if best else None,
         "comparisons": comparisons,
+        "early": {
+            "step": early_step,
+            "best_arm": early_best.name if early_best else None,
+            "arms": {arm.name: dict(zip(("mean", "std", "n"), arm.mean_std(EARLY_KEY))) for arm in early_scored},
+            "comparisons": early_comparisons,
+        },
         "failed": [{"job": job.path.name, "status": job.status, "error": job.error} for job in failed],
         "figures": figures,
     }
