@@ -4,11 +4,12 @@ import re
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import FAST_OVERRIDES
-from nerf_lab.report import build_report
+from nerf_lab.report import build_report, remove_gaps, splice_resumed
 from nerf_lab.runs import read_sweep
 from test_commands import run
 
@@ -99,3 +100,16 @@ def test_report_command_on_a_missing_folder_is_one_line(tmp_path, cache_dir):
     result = run("nerf_lab.report", str(tmp_path / "nothing"), cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: sweep folder {tmp_path / 'nothing'} does not exist"
+
+
+def test_a_resumed_runs_curve_drops_the_redone_steps_and_the_time_it_was_down():
+    # Steps 0-40 every 10 s; killed after step 40, resumed from step 20 an hour later.
+    first = [(step, 10.0 * step / 10, 1.0) for step in range(0, 50, 10)]
+    second = [(step, 3600.0 + 10.0 * (step - 20) / 10, 2.0) for step in range(30, 70, 10)]
+    kept, gaps = splice_resumed(np.array(first + second))
+    assert kept[:, 0].tolist() == [0, 10, 20, 30, 40, 50, 60]
+    assert kept[:, 2].tolist() == [1, 1, 1, 2, 2, 2, 2]  # steps 30 and 40 from the resumed run
+    (resumed_at, lost), = gaps
+    assert resumed_at == 3610.0 and lost == pytest.approx(3610.0 - 30.0)
+    # Without the hour it was down, the resumed run's steps keep the pace of 1 step/s.
+    assert remove_gaps(kept, gaps)[:, 1].tolist() == pytest.approx([0, 10, 20, 30, 40, 50, 60])

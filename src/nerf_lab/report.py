@@ -162,22 +162,59 @@ def run_table(arms: list[Arm], seed_key: str = SEED_KEY) -> str:
 
 
 def read_curves(job: JobResult, tags: Sequence[str]) -> dict[str, np.ndarray]:
-    """{tag: array of (step, seconds since the run's first event, value)} from a job's events."""
+    """{tag: array of (step, training seconds since the run's first event, value)} from a job's
+    events; a run resumed from a checkpoint is spliced into one curve (see `splice_resumed`)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(job.path / "tensorboard"), size_guidance={"scalars": 0})
     accumulator.Reload()
     available = set(accumulator.Tags().get("scalars", []))
+    raw = {
+        tag: np.array(sorted((e.wall_time, e.step, e.value) for e in accumulator.Scalars(tag)))[:, [1, 0, 2]]
+        for tag in tags
+        if tag in available
+    }
+    if not raw:
+        return {}
+    # The resumes and the time lost to each, from the densest curve (train/* is logged every few steps).
+    densest = max(raw.values(), key=len)
+    _, gaps = splice_resumed(densest)
     curves = {}
-    start = None
-    for tag in tags:
-        if tag in available:
-            events = accumulator.Scalars(tag)
-            start = min(start or math.inf, events[0].wall_time)
-            curves[tag] = np.array([(e.step, e.wall_time, e.value) for e in events])
-    for tag in curves:
-        curves[tag][:, 1] -= start
+    for tag, points in raw.items():
+        curves[tag] = remove_gaps(splice_resumed(points)[0], gaps)
+    start = min(curve[0, 1] for curve in curves.values())
+    for curve in curves.values():
+        curve[:, 1] -= start
     return curves
+
+
+def splice_resumed(points: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """One curve from (step, wall time, value) rows in the order they were written, where a run
+    killed and resumed from an earlier checkpoint logs some steps twice.
+
+    The points of the steps that were redone are dropped from the first attempt, and the
+    time between the kill and the resume is taken out: returns the kept rows and, per resume,
+    (the wall time it resumed at, the seconds lost), the loss being the wall time of the first
+    step logged after the resume minus that of the same step (interpolated) before the kill."""
+    kept: list[np.ndarray] = []
+    gaps = []
+    for row in points:
+        if kept and row[0] <= kept[-1][0]:
+            before = np.array(kept)
+            lost = row[1] - float(np.interp(row[0], before[:, 0], before[:, 1]))
+            gaps.append((float(row[1]), lost))
+            kept = [k for k in kept if k[0] < row[0]]
+        kept.append(row.copy())
+    return np.array(kept), gaps
+
+
+def remove_gaps(points: np.ndarray, gaps: list[tuple[float, float]]) -> np.ndarray:
+    """`points` with the time lost to each resume (from `splice_resumed`) taken out of the
+    wall times logged after it."""
+    shifted = points.copy()
+    for resumed_at, lost in gaps:
+        shifted[points[:, 1] >= resumed_at, 1] -= lost
+    return shifted
 
 
 def add_early_val_psnr(jobs: list[JobResult]) -> int | None:

@@ -37,12 +37,18 @@ REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "
 
 
 class TrainingClock(pl.Callback):
-    """Seconds spent training, validation excluded, and the steps taken: steps/s that mean
-    the same with any validation interval."""
+    """Seconds spent training, validation excluded, and the steps they took: steps/s that mean
+    the same with any validation interval.
+
+    The seconds go into checkpoints, so a resumed run reports the training time of all its
+    steps, not only of those since the resume. (A checkpoint without them, from an older
+    version, counts the steps since the resume only.)"""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.first_step = 0
+        self._restored = False
+        self._last_step = 0
         self._since: float | None = None
 
     def _pause(self) -> None:
@@ -53,8 +59,21 @@ class TrainingClock(pl.Callback):
     def _resume(self) -> None:
         self._since = time.perf_counter()
 
+    def state_dict(self) -> dict[str, float]:
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return {"seconds": self.seconds + running}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds = float(state_dict["seconds"])
+        self._restored = True
+
+    @property
+    def steps(self) -> int:
+        """The number of steps that `seconds` covers."""
+        return self._last_step - self.first_step
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.first_step = trainer.global_step
+        self.first_step = 0 if self._restored else trainer.global_step
         self._resume()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -67,6 +86,7 @@ class TrainingClock(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pause()
+        self._last_step = trainer.global_step
 
 
 def _device_name(trainer: pl.Trainer) -> str:
@@ -115,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
 
-    steps = trainer.global_step - clock.first_step
+    steps = clock.steps
     metrics.update(
         {
             "steps": trainer.global_step,
