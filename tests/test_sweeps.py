@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import FAST_OVERRIDES
-from nerf_lab.report import build_report, remove_gaps, splice_resumed
-from nerf_lab.runs import read_sweep
+from nerf_lab.report import build_report, group_into_arms, remove_gaps, splice_resumed
+from nerf_lab.runs import JobResult, read_sweep
 from test_commands import run
 
 SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
@@ -113,3 +113,21 @@ def test_a_resumed_runs_curve_drops_the_redone_steps_and_the_time_it_was_down():
     assert resumed_at == 3610.0 and lost == pytest.approx(3610.0 - 30.0)
     # Without the hour it was down, the resumed run's steps keep the pace of 1 step/s.
     assert remove_gaps(kept, gaps)[:, 1].tolist() == pytest.approx([0, 10, 20, 30, 40, 50, 60])
+
+
+def test_a_run_resumed_in_its_folder_stays_in_its_arm():
+    def job(name, *overrides):
+        return JobResult(Path(name), list(overrides), "completed")
+
+    jobs = [
+        job("0", "sampling.n_c=64", "seed=0", "trainer.enable_progress_bar=False"),
+        job("1", "sampling.n_c=128", "seed=0", "trainer.enable_progress_bar=False"),
+        # resumed: Hydra recorded the resume's command line in the job's folder
+        job("2", "sampling.n_c=128", "seed=1", "trainer.enable_progress_bar=false", "ckpt_path='2/checkpoints/last.ckpt'", "hydra.run.dir='2'"),
+    ]
+    arms, shared = group_into_arms(jobs)
+    assert [(arm.name, [j.path.name for j in arm.jobs]) for arm in arms] == [
+        ("sampling.n_c=64", ["0"]),
+        ("sampling.n_c=128", ["1", "2"]),
+    ]
+    assert shared == []  # run-only settings are neither arms nor shared settings

@@ -83,16 +83,35 @@ class Arm:
         return statistics.fmean(values), spread, len(values)
 
 
+# Overrides that change how a run is run, not what it learns: not part of an arm's name.
+RUN_ONLY_KEYS = ("ckpt_path", "hydra", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+
+
+def canonical_overrides(job: JobResult, seed_key: str = SEED_KEY) -> list[str]:
+    """A job's overrides that define what it trains, seed excluded, each as `key=value` with
+    the value as Hydra parses it (so `x=False` and `x=false` are one arm). A run resumed in
+    its own folder records the resume's command line; its `ckpt_path` and `hydra.*` do not
+    make it another arm."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    canonical = []
+    for override in OverridesParser.create().parse_overrides(job.overrides):
+        key = override.key_or_group
+        if key == seed_key or any(key == k or key.startswith(k + ".") for k in RUN_ONLY_KEYS):
+            continue
+        value = override.value()
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        canonical.append(f"{override.get_key_element()}={text}")
+    return sorted(canonical)
+
+
 def group_into_arms(jobs: list[JobResult], seed_key: str = SEED_KEY) -> tuple[list[Arm], list[str]]:
     """Arms keyed by each job's overrides without the seed, minus overrides shared by all."""
-
-    def without_seed(job: JobResult) -> list[str]:
-        return [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") != seed_key]
-
-    shared = set.intersection(*(set(without_seed(job)) for job in jobs)) if jobs else set()
+    overrides = {job.path: canonical_overrides(job, seed_key) for job in jobs}
+    shared = set.intersection(*(set(o) for o in overrides.values())) if jobs else set()
     arms: dict[str, Arm] = {}
     for job in jobs:
-        name = " ".join(o for o in without_seed(job) if o not in shared) or "(all jobs)"
+        name = " ".join(o for o in overrides[job.path] if o not in shared) or "(all jobs)"
         arms.setdefault(name, Arm(name)).jobs.append(job)
     return list(arms.values()), sorted(shared)
 
