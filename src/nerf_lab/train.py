@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # weights_only=False: our checkpoints carry the run's config and random state, not only tensors.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
-    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
     if cfg.test:
         trainer.test(module, datamodule=datamodule, verbose=False)
