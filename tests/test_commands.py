@@ -8,6 +8,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+import torch
 
 from conftest import FAST_OVERRIDES, REPO_ROOT
 
@@ -106,3 +107,17 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
     assert set(stages) == {"step", "nerf.sampling", "nerf.field", "nerf.compositing"}
     assert 0 < stages["nerf.field"] < stages["step"]
     assert "aten::" in (tmp_path / "bench" / "profile.txt").read_text()
+
+
+def test_compiled_fields_train_and_their_checkpoint_loads_uncompiled(tmp_path, cache_dir):
+    # A command, not train(cfg): the tests' run-time shape checks (jaxtyping) are not traceable
+    # by torch.compile, and users run it this way.
+    result = run(
+        "nerf_lab.train", *FAST_OVERRIDES, "compile=true", "trainer.max_steps=3", "trainer.val_check_interval=3",
+        "sampling.n_c=8", "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["val/psnr"] > 5
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state and not any("_orig_mod" in key for key in state)  # the same keys as an eager model's

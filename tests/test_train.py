@@ -152,9 +152,3 @@ def test_metrics_are_float32_under_bf16_autocast(make_cfg):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         module.test_step(batch, 0)
     assert module.test_ssim.compute().item() == pytest.approx(reference, abs=1e-6)
-
-
-@pytest.mark.slow  # compiling takes minutes on a 2-core CPU
-def test_compiled_fields_train(make_cfg):
-    metrics = train(make_cfg("compile=true", "trainer.max_steps=3", "trainer.val_check_interval=3", "sampling.n_c=8"))
-    assert metrics["steps"] == 3 and metrics["val/psnr"] > 5
