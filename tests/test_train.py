@@ -106,7 +106,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
     # The training time of steps 0-10 comes back from the checkpoint: steps/s cover all 16 steps.
     (clock_state,) = [v for k, v in checkpoint["callbacks"].items() if "TrainingClock" in k]
     assert 0 < clock_state["seconds"] < metrics["train_time_s"]
-    assert metrics["steps_per_s"] == pytest.approx(16 / metrics["train_time_s"], rel=1e-2)
+    # (train_time_s is rounded to 10 ms, a few % of these short runs; counting only the 6 steps
+    # after the resume would be off by 2.7x.)
+    assert metrics["steps_per_s"] == pytest.approx(16 / metrics["train_time_s"], rel=0.1)
 
     final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
