@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MaxMetric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nerf_lab.config import build_nerf
@@ -167,17 +166,11 @@ class NeRFLitModule(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
         with full_precision(self.device):
-            self.test_psnr.update(prediction, target)
-            self.test_ssim.update(prediction, target)
+            # A metric's forward accumulates the view and returns its own score: one computation each.
+            psnr, ssim = self.test_psnr(prediction, target), self.test_ssim(prediction, target)
             # An image of nothing but the background: the score of a model stuck in the white minimum.
             self.test_psnr_background.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
-            self.test_views.append(
-                {
-                    "view": int(batch["view"]),
-                    "psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0)),
-                    "ssim": float(structural_similarity_index_measure(prediction, target, data_range=1.0)),
-                }
-            )
+        self.test_views.append({"view": int(batch["view"]), "psnr": float(psnr), "ssim": float(ssim)})
         return outputs
 
     def on_test_epoch_end(self) -> None:
