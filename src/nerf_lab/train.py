@@ -48,7 +48,6 @@ class TrainingClock(pl.Callback):
         self.seconds = 0.0
         self.first_step = 0
         self._restored = False
-        self._last_step = 0
         self._since: float | None = None
 
     def _pause(self) -> None:
@@ -67,12 +66,8 @@ class TrainingClock(pl.Callback):
         self.seconds = float(state_dict["seconds"])
         self._restored = True
 
-    @property
-    def steps(self) -> int:
-        """The number of steps that `seconds` covers."""
-        return self._last_step - self.first_step
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The first step that `seconds` covers: 0 when they came back from the checkpoint.
         self.first_step = 0 if self._restored else trainer.global_step
         self._resume()
 
@@ -86,7 +81,6 @@ class TrainingClock(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pause()
-        self._last_step = trainer.global_step
 
 
 def _device_name(trainer: pl.Trainer) -> str:
@@ -135,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
 
-    steps = clock.steps
+    steps = trainer.global_step - clock.first_step
     metrics.update(
         {
             "steps": trainer.global_step,
