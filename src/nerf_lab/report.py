@@ -180,6 +180,16 @@ def run_table(arms: list[Arm], seed_key: str = SEED_KEY) -> str:
 # --- curves from the event files ---
 
 
+# The scalars a report plots, and {job folder: {tag: curve}} as read once for a whole report.
+CURVE_TAGS = ("val/psnr", "train/psnr")
+Curves = dict[Path, dict[str, np.ndarray]]
+
+
+def read_all_curves(jobs: list[JobResult], tags: Sequence[str] = CURVE_TAGS) -> Curves:
+    """Every completed job's curves, read from its event files once."""
+    return {job.path: read_curves(job, tags) for job in jobs if job.status == "completed"}
+
+
 def read_curves(job: JobResult, tags: Sequence[str]) -> dict[str, np.ndarray]:
     """{tag: array of (step, training seconds since the run's first event, value)} from a job's
     events; a run resumed from a checkpoint is spliced into one curve (see `splice_resumed`)."""
@@ -236,27 +246,22 @@ def remove_gaps(points: np.ndarray, gaps: list[tuple[float, float]]) -> np.ndarr
     return shifted
 
 
-def add_early_val_psnr(jobs: list[JobResult]) -> int | None:
+def add_early_val_psnr(jobs: list[JobResult], curves: Curves) -> int | None:
     """Store in each completed job's metrics (as `EARLY_KEY`) its val/psnr at the first
     validation step that all of them logged, and return that step (None if they share none).
 
     Final scores say where the arms end; this says how fast they start, which is what claims
     such as "converges faster" are about."""
-    curves = {}
-    for job in jobs:
-        if job.status == "completed":
-            curve = read_curves(job, ["val/psnr"]).get("val/psnr")
-            if curve is not None:
-                curves[job.path] = curve
-    if not curves:
+    val_curves = {path: of_job["val/psnr"] for path, of_job in curves.items() if "val/psnr" in of_job}
+    if not val_curves:
         return None
-    common = set.intersection(*({int(step) for step in curve[:, 0]} for curve in curves.values()))
+    common = set.intersection(*({int(step) for step in curve[:, 0]} for curve in val_curves.values()))
     if not common:
         return None
     step = min(common)
     for job in jobs:
-        if job.path in curves:
-            curve = curves[job.path]
+        if job.path in val_curves:
+            curve = val_curves[job.path]
             job.metrics[EARLY_KEY] = float(curve[curve[:, 0] == step][0, 2])
     return step
 
@@ -269,7 +274,8 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", "train/psnr")) -> None:
+def plot_curves(arms: list[Arm], curves: Curves, path: Path, tags: Sequence[str] = CURVE_TAGS) -> None:
+    """`tags` against step and wall time, one curve an arm (see `read_all_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,11 +289,10 @@ def plot_curves(arms: list[Arm], path: Path, tags: Sequence[str] = ("val/psnr", 
         trained = arm.trained or arm.completed
         stuck = [job for job in arm.stuck if job not in trained]
         any_stuck = any_stuck or bool(stuck)
-        curves_of = {job.path: read_curves(job, tags) for job in [*trained, *stuck]}
         for row, tag in enumerate(tags):
             groups = [(trained, "-"), *[([job], "--") for job in stuck]]
             for index, (jobs, style) in enumerate(groups):
-                series = [curves_of[job.path][tag] for job in jobs if tag in curves_of[job.path]]
+                series = [curves[job.path][tag] for job in jobs if tag in curves.get(job.path, {})]
                 if not series:
                     continue
                 length = min(len(s) for s in series)
@@ -406,14 +411,15 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
     scored = [arm for arm in arms if arm.completed]
     best = max(scored, key=lambda arm: arm.mean_std("test/psnr")[0]) if scored else None
     comparisons = [compare(best, arm) for arm in scored if arm is not best] if best else []
-    early_step = add_early_val_psnr(jobs)
+    curves = read_all_curves(jobs)
+    early_step = add_early_val_psnr(jobs, curves)
     early_scored = [arm for arm in scored if arm.values(EARLY_KEY)] if early_step is not None else []
     early_best = max(early_scored, key=lambda arm: arm.mean_std(EARLY_KEY)[0]) if early_scored else None
     early_comparisons = [compare(early_best, arm, EARLY_KEY) for arm in early_scored if arm is not early_best] if early_best else []
 
     figures = []
     if scored:
-        plot_curves(scored, out_dir / "curves.png")
+        plot_curves(scored, curves, out_dir / "curves.png")
         figures.append("curves.png")
         if render and render_grid(scored, out_dir / "test_view.png"):
             figures.append("test_view.png")
