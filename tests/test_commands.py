@@ -9,7 +9,6 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
-
 from conftest import FAST_OVERRIDES, REPO_ROOT
 
 

@@ -5,8 +5,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nerf_lab.cli import unknown_option_error
-from nerf_lab.config import CONF_DIR, build_datamodule, build_nerf, validate_config
 from nerf_lab.errors import ConfigError
+from nerf_lab.training.config import CONF_DIR, build_datamodule, build_nerf, validate_config
 
 GROUPS = ["data", "model", "encoding", "sampling", "optim", "trainer", "logger", "callbacks", "experiment"]
 

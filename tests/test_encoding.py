@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nerf_lab.encoding import PositionalEncoding
+from nerf_lab.nerf.encoding import PositionalEncoding
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nerf_lab.encoding import PositionalEncoding
-from nerf_lab.field import NeRFField
-from nerf_lab.model import NeRFModel, render_in_chunks
-from nerf_lab.rays import RayBundle, image_rays
-from nerf_lab.sampling import stratified_edges
+from nerf_lab.nerf.encoding import PositionalEncoding
+from nerf_lab.nerf.field import NeRFField
+from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from nerf_lab.nerf.rays import RayBundle, image_rays
+from nerf_lab.nerf.sampling import stratified_edges
 
 
 class AnalyticField(torch.nn.Module):

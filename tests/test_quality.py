@@ -2,8 +2,8 @@
 the real Lego scene behind the `slow` marker."""
 
 import pytest
-
 from conftest import requires_lego
+
 from nerf_lab.train import train
 
 

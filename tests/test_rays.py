@@ -2,9 +2,9 @@ import json
 import math
 
 import torch
-
 from conftest import lego_dir, requires_lego
-from nerf_lab.rays import focal_from_fov, image_rays, pixel_rays
+
+from nerf_lab.nerf.rays import focal_from_fov, image_rays, pixel_rays
 
 
 def test_focal_length_from_field_of_view():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nerf_lab.rendering import (
+from nerf_lab.nerf.rendering import (
     accumulate,
     composite_onto_background,
     expected_depth,

@@ -1,6 +1,6 @@
 import torch
 
-from nerf_lab.sampling import merge_edges, midpoints, sample_pdf, stratified_edges
+from nerf_lab.nerf.sampling import merge_edges, midpoints, sample_pdf, stratified_edges
 
 
 def test_deterministic_edges_are_equal_intervals():

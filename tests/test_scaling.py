@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import FAST_OVERRIDES, REPO_ROOT
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_commands import run
 
 SMALL = [o for o in FAST_OVERRIDES if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]

@@ -8,12 +8,18 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-
 from conftest import lego_dir, requires_lego
+
 from nerf_lab.data.blender import load_split, read_split_index
-from nerf_lab.data.builtin_scene import SPLIT_SIZES, camera_positions, look_at_origin, render_view, trace
+from nerf_lab.data.builtin_scene import (
+    SPLIT_SIZES,
+    camera_positions,
+    look_at_origin,
+    render_view,
+    trace,
+)
 from nerf_lab.errors import DataError
-from nerf_lab.rays import focal_from_fov, image_rays
+from nerf_lab.nerf.rays import focal_from_fov, image_rays
 
 LEGO_FOV = 0.6911112070083618
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import FAST_OVERRIDES
-from nerf_lab.report import build_report, group_into_arms, remove_gaps, splice_resumed
-from nerf_lab.runs import JobResult, read_sweep
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_commands import run
+
+from nerf_lab.analysis.report import build_report, group_into_arms, remove_gaps, splice_resumed
+from nerf_lab.training.runs import JobResult, read_sweep
 
 SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 

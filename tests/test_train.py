@@ -11,8 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nerf_lab.errors import TrainingDiverged
-from nerf_lab.lit_module import NeRFLitModule
 from nerf_lab.train import train
+from nerf_lab.training.module import NeRFLitModule
 
 
 def events(run_dir: Path) -> EventAccumulator:

@@ -23,13 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.config import CONF_DIR, build_datamodule, validate_config
-from nerf_lab.field import NeRFField
-from nerf_lab.lit_module import NeRFLitModule
-from nerf_lab.model import NeRFModel, render_in_chunks
-from nerf_lab.perf import auto_precision, keep_freed_memory
-from nerf_lab.rays import RayBundle
-from nerf_lab.runs import format_table, write_json_atomically
+from nerf_lab.nerf.field import NeRFField
+from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
+from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.module import NeRFLitModule
+from nerf_lab.training.runs import format_table, write_json_atomically
 
 
 def _synchronise(device: torch.device) -> None:

@@ -15,10 +15,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.config import CONF_DIR
 from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
-from nerf_lab.perf import share_cpu_threads
-from nerf_lab.runs import record_failure
+from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.hardware import share_cpu_threads
+from nerf_lab.training.runs import record_failure
 
 log = logging.getLogger("nerf_lab")
 T = TypeVar("T")

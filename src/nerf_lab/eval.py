@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.config import CONF_DIR
-from nerf_lab.perf import auto_precision, keep_freed_memory
-from nerf_lab.runs import write_json_atomically
-from nerf_lab.trained import load_trained
-from nerf_lab.visualize import colourise_depth, side_by_side
+from nerf_lab.training.checkpoints import load_trained
+from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.panels import colourise_depth, side_by_side
+from nerf_lab.training.runs import write_json_atomically
 
 
 class SaveViews(pl.Callback):

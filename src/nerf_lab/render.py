@@ -20,13 +20,13 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.config import CONF_DIR
 from nerf_lab.errors import ConfigError
-from nerf_lab.model import render_in_chunks
-from nerf_lab.perf import auto_precision, keep_freed_memory
-from nerf_lab.rays import focal_from_fov, image_rays, look_at
-from nerf_lab.trained import Trained, load_trained
-from nerf_lab.visualize import colourise_depth, side_by_side
+from nerf_lab.nerf.model import render_in_chunks
+from nerf_lab.nerf.rays import focal_from_fov, image_rays, look_at
+from nerf_lab.training.checkpoints import Trained, load_trained
+from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.panels import colourise_depth, side_by_side
 
 
 def orbit_poses(radius: float, elevation_deg: float, frames: int) -> Float[Tensor, "frames 4 4"]:

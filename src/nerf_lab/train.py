@@ -24,13 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 
-from nerf_lab.callbacks import AtomicCheckpointIO
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.config import CONF_DIR, build_datamodule, validate_config
-from nerf_lab.lit_module import NeRFLitModule
-from nerf_lab.perf import auto_precision, keep_freed_memory
-from nerf_lab.runs import METRICS_FILE, write_json_atomically
-from nerf_lab.tensorboard import log_hparams
+from nerf_lab.training.callbacks import AtomicCheckpointIO
+from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
+from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.module import NeRFLitModule
+from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
+from nerf_lab.training.tensorboard import log_hparams
 
 # The keys a run reports, in metrics.json, in the sweep table and in TensorBoard's HPARAMS tab.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")

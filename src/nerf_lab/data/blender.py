@@ -3,7 +3,7 @@
 A scene folder holds `transforms_{train,val,test}.json`, each with the horizontal field of
 view `camera_angle_x` (radians) and `frames`, each frame a `file_path` (relative to the
 folder, `.png` optional) and a 4×4 camera-to-world `transform_matrix` (OpenGL convention,
-see `nerf_lab.rays`). Images are RGBA PNGs with straight (not premultiplied) alpha.
+see `nerf_lab.nerf.rays`). Images are RGBA PNGs with straight (not premultiplied) alpha.
 
 Decoded, resized images are cached as `.npy` files named by a hash of everything they depend
 on (the JSON's content, each PNG's size and modification time, the resolution), so a cached
@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from nerf_lab.errors import DataError
-from nerf_lab.rays import focal_from_fov
+from nerf_lab.nerf.rays import focal_from_fov
 
 SPLITS = ("train", "val", "test")
 # Bump when the cached array's meaning changes (not when its sources do: they are hashed).

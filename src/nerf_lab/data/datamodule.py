@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from nerf_lab.data.blender import SceneSplit, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.errors import ConfigError, DataError
-from nerf_lab.rays import image_rays, pixel_rays
+from nerf_lab.nerf.rays import image_rays, pixel_rays
 
 RAY_SAMPLING = ("all_images", "one_image")
 Batch = dict[str, torch.Tensor]
@@ -138,7 +138,7 @@ class BlenderDataModule(pl.LightningDataModule):
     of the val split are rendered at each validation, evenly spaced (the first is the one shown
     in TensorBoard); `test_views` views of the test split (all when None) are evaluated at the
     end. Decoded images are cached under `cache_dir`. The values are checked, with their
-    config keys named, by `nerf_lab.config.validate_config`.
+    config keys named, by `nerf_lab.training.config.validate_config`.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
-from nerf_lab.runs import read_sweep, sweep_table, write_json_atomically
+from nerf_lab.training.runs import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")
 
@@ -21,7 +21,7 @@ class CheckConfigBeforeRun(Callback):
     the key, before the run folder exists and before any image is decoded."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from nerf_lab.config import validate_config  # keeps `--help` fast
+        from nerf_lab.training.config import validate_config  # keeps `--help` fast
 
         if config.get("task_name") != "train":
             return

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from nerf_lab.encoding import PositionalEncoding
+from nerf_lab.nerf.encoding import PositionalEncoding
 
 DENSITY_ACTIVATIONS = ("relu", "softplus")
 

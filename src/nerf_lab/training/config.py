@@ -15,12 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.data.datamodule import RAY_SAMPLING
-from nerf_lab.encoding import PositionalEncoding
 from nerf_lab.errors import ConfigError
-from nerf_lab.field import DENSITY_ACTIVATIONS
-from nerf_lab.model import NeRFModel
+from nerf_lab.nerf.encoding import PositionalEncoding
+from nerf_lab.nerf.field import DENSITY_ACTIVATIONS
+from nerf_lab.nerf.model import NeRFModel
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "transformer-engine")
 

@@ -1,7 +1,7 @@
 """Volume rendering: the quadrature of Max (1995) used by NeRF, as pure functions of tensors.
 
 For one ray with samples i = 1 … S, densities σ_i and interval lengths δ_i (metric, that is
-already multiplied by |d|, see `nerf_lab.rays`):
+already multiplied by |d|, see `nerf_lab.nerf.rays`):
 
     α_i = 1 − exp(−σ_i δ_i)                       opacity of interval i
     T_i = ∏_{j<i} (1 − α_j) = exp(−Σ_{j<i} σ_j δ_j)  transmittance up to interval i

@@ -11,11 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MaxMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from nerf_lab.config import build_nerf
 from nerf_lab.errors import TrainingDiverged
-from nerf_lab.model import RenderOutputs, render_in_chunks
-from nerf_lab.rays import RayBundle
-from nerf_lab.visualize import validation_panel
+from nerf_lab.nerf.model import RenderOutputs, render_in_chunks
+from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.training.config import build_nerf
+from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
 

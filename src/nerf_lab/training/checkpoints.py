@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from nerf_lab.config import build_datamodule
 from nerf_lab.errors import ConfigError
-from nerf_lab.lit_module import NeRFLitModule
+from nerf_lab.training.config import build_datamodule
+from nerf_lab.training.module import NeRFLitModule
 
 
 @dataclass

@@ -9,15 +9,15 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from nerf_lab.rays import RayBundle
-from nerf_lab.rendering import (
+from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.nerf.rendering import (
     accumulate,
     composite_onto_background,
     expected_depth,
     opacity,
     render_weights,
 )
-from nerf_lab.sampling import merge_edges, midpoints, sample_pdf, stratified_edges
+from nerf_lab.nerf.sampling import merge_edges, midpoints, sample_pdf, stratified_edges
 
 RenderOutputs = dict[str, Tensor]
 
@@ -109,7 +109,7 @@ class NeRFModel(nn.Module):
         with record_function("nerf.field"):
             rgb, density = field(positions, view_directions)
 
-        # The compositing sums stay in float32 under autocast (see nerf_lab.rendering).
+        # The compositing sums stay in float32 under autocast (see nerf_lab.nerf.rendering).
         with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):
             deltas = (edges[:, 1:] - edges[:, :-1]) * direction_norm
             weights, _, _ = render_weights(density, deltas)
