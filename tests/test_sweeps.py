@@ -1,5 +1,6 @@
 """Real Hydra multiruns: job folders, the summary of a sweep with a failed job, and the report."""
 
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from conftest import FAST_OVERRIDES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_commands import run
 
-from nerf_lab.analysis.report import build_report, group_into_arms, remove_gaps, splice_resumed
+from nerf_lab.analysis.curves import remove_gaps, splice_resumed
+from nerf_lab.analysis.report import build_report, render_markdown
+from nerf_lab.analysis.stats import group_into_arms
+from nerf_lab.analysis.summary import from_json
 from nerf_lab.training.runs import JobResult, read_sweep
 
 SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
@@ -65,7 +69,7 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
     arms = {arm["name"]: arm for arm in summary["arms"]}
     assert set(arms) == {"model.depth=0", "model.depth=1", "model.depth=2"}
     assert arms["model.depth=0"]["completed"] == 0
-    assert [f["status"] for f in summary["failed"]] == ["failed", "failed"]
+    assert [run["state"] for run in summary["runs"] if run["arm"] == "model.depth=0"] == ["failed", "failed"]
 
     # The table's numbers are the runs' own: best val/psnr is the best point of their curves,
     # and the early comparison reads each curve's first point.
@@ -78,14 +82,17 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
             bests.append(max(event.value for event in curve))
             firsts.append(curve[0].value)
             assert curve[0].step == summary["early"]["step"]
-        assert arms[arm]["val/psnr_best"]["mean"] == pytest.approx(sum(bests) / 2, abs=1e-4)
-        assert arms[arm]["val/psnr_best"]["n"] == 2
+        assert arms[arm]["stats"]["val/psnr_best"]["mean"] == pytest.approx(sum(bests) / 2, abs=1e-4)
+        assert arms[arm]["stats"]["val/psnr_best"]["n"] == 2
         assert summary["early"]["arms"][arm]["mean"] == pytest.approx(sum(firsts) / 2, abs=1e-4)
 
     report = (tmp_path / "report" / "report.md").read_text()
+    # report.json is the summary returned, and it alone renders report.md again, byte for byte.
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == summary
+    assert render_markdown(from_json(summary)) == report
     assert re.search(r"\| model.depth=1 +\| 2/2 +\| \d+\.\d\d ± \d+\.\d\d", report)
     assert "model.depth=0" in report and "failed" in report
-    assert len(summary["comparisons"]) == 1 and summary["comparisons"][0]["verdict"]
+    assert len(summary["comparisons"]) == 1 and "Welch's t-test" in summary["comparisons"][0]["verdict"]
     assert len(summary["early"]["comparisons"]) == 1 and "Early convergence" in report
     for figure in ("curves.png", "test_view.png"):
         image = iio.imread(tmp_path / "report" / figure)

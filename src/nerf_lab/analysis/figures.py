@@ -1,0 +1,135 @@
+"""A report's figures: the curves of every arm, one test view rendered by every arm beside
+the ground truth, and an orbit GIF of the arms side by side. Models come from each arm's
+first completed seed, loaded with `load_trained` (weights only, no code run)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nerf_lab.analysis.curves import CURVE_TAGS, Curves, moving_average
+from nerf_lab.analysis.stats import Arm
+
+
+def plot_curves(arms: list[Arm], curves: Curves, path: Path, tags: Sequence[str] = CURVE_TAGS) -> None:
+    """`tags` against step and wall time, one curve an arm (see `read_all_curves`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(tags), 2, figsize=(11, 3.6 * len(tags)), squeeze=False)
+    any_stuck = False
+    for colour, arm in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, arms):
+        # A run in the white minimum would drag the mean and widen the band into noise: the
+        # mean and band are over the runs that trained, each stuck run is its own dashed line.
+        trained = arm.trained or arm.completed
+        stuck = [job for job in arm.stuck if job not in trained]
+        any_stuck = any_stuck or bool(stuck)
+        for row, tag in enumerate(tags):
+            groups = [(trained, "-"), *[([job], "--") for job in stuck]]
+            for index, (jobs, style) in enumerate(groups):
+                series = [curves[job.path][tag] for job in jobs if tag in curves.get(job.path, {})]
+                if not series:
+                    continue
+                length = min(len(s) for s in series)
+                stacked = np.stack([s[:length] for s in series])
+                if tag == "train/psnr":  # noisy per step: a moving average over 9 logged points
+                    stacked[..., 2] = np.stack([moving_average(s[:, 2], 9) for s in stacked])
+                mean, spread = stacked[..., 2].mean(0), stacked[..., 2].std(0)
+                label = f"{arm.name} (n={len(series)})" if index == 0 else (f"{arm.name}: white minimum" if index == 1 else None)
+                for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
+                    axis = axes[row, column]
+                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label)
+                    if len(series) > 1:
+                        axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
+                    axis.set_xlabel("step" if column == 0 else "wall time (s)")
+                    axis.set_ylabel(f"{tag} (dB)")
+                    axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    title = "mean over seeds, band: ± one standard deviation"
+    figure.suptitle(title + ("; dashed: a run in the white minimum, outside the mean" if any_stuck else ""))
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
+    """Test view `view` rendered by every arm (its first completed seed's best checkpoint)
+    beside the ground truth: colour above, depth below, each column titled. Returns the arms
+    it could render."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from nerf_lab.data.datamodule import ViewDataset
+    from nerf_lab.nerf.model import render_in_chunks
+    from nerf_lab.nerf.rays import RayBundle
+    from nerf_lab.training.checkpoints import load_trained
+    from nerf_lab.training.panels import colourise_depth
+
+    columns: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    for arm in arms:
+        checkpoint = _checkpoint(arm)
+        if checkpoint is None:
+            continue
+        trained = load_trained(checkpoint)
+        datamodule = trained.datamodule(test_views=view + 1)
+        datamodule.setup("test")
+        item = ViewDataset(datamodule.splits["test"], [view])[0]
+        with torch.no_grad():
+            out = render_in_chunks(trained.module.model, RayBundle(item["origins"], item["directions"]), trained.module.chunk)
+        near, far = trained.run_config.data.near, trained.run_config.data.far
+        if not columns:
+            columns.append(("ground truth", item["rgb"].numpy(), None))
+        depth = colourise_depth(out["depth"], out["opacity"], near, far).numpy()
+        columns.append((arm.name, out["rgb"].clamp(0, 1).numpy(), depth))
+    if not columns:
+        return []
+
+    figure, axes = plt.subplots(2, len(columns), figsize=(2.2 * len(columns), 4.6), squeeze=False)
+    for column, (name, colour, depth) in enumerate(columns):
+        axes[0, column].imshow(colour, interpolation="nearest")
+        axes[0, column].set_title(name, fontsize=8)
+        if depth is not None:
+            axes[1, column].imshow(depth, interpolation="nearest")
+        for axis in axes[:, column]:
+            axis.axis("off")
+    axes[1, 0].text(0.5, 0.5, f"test view {view}\ncolour above,\ndepth below\n(near blue, far red)", ha="center", va="center", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [name for name, _, _ in columns[1:]]
+
+
+def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8) -> list[str]:
+    """An orbit around the scene, every arm side by side (first completed seed's best
+    checkpoint), as a GIF at the runs' resolution."""
+    from nerf_lab.render import orbit_frames, write_gif
+    from nerf_lab.training.checkpoints import load_trained
+
+    names, orbits = [], []
+    for arm in arms:
+        checkpoint = _checkpoint(arm)
+        if checkpoint is not None:
+            orbits.append(orbit_frames(load_trained(checkpoint), frames).frames)
+            names.append(arm.name)
+    if orbits:
+        gap = np.full((orbits[0][0].shape[0], 2, 3), 255, dtype=np.uint8)
+        write_gif(path, [np.concatenate([part for orbit in orbits for part in (orbit[i], gap)][:-1], axis=1) for i in range(frames)], fps)
+    return names
+
+
+def _checkpoint(arm: Arm) -> Path | None:
+    """The best (else last) checkpoint of the arm's first completed seed."""
+    if not arm.completed:
+        return None
+    checkpoints = arm.completed[0].path / "checkpoints"
+    for name in ("best.ckpt", "last.ckpt"):
+        if (checkpoints / name).is_file():
+            return checkpoints / name
+    return None
