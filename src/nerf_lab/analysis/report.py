@@ -84,8 +84,10 @@ def render_markdown(summary: Summary) -> str:
     lines += ["## Arms (mean ± standard deviation over seeds)", ""]
     lines += [format_table(arm_rows, ["arm", "seeds done", *[title for _, title, _ in COLUMNS], "white minimum"]), ""]
     lines += [
-        f"*white minimum*: runs whose test PSNR is within {s.white_minimum_margin:g} dB of an image of "
-        "nothing but the background (the model predicts empty space).",
+        (
+            f"*white minimum*: runs whose test PSNR is within {s.white_minimum_margin:g} dB of an image of "
+            "nothing but the background (the model predicts empty space)."
+        ),
         "",
     ]
     run_rows = [
@@ -96,8 +98,10 @@ def render_markdown(summary: Summary) -> str:
     if s.best_arm is not None:
         lines += [f"## Verdicts (test PSNR, against the best arm: {s.best_arm})", ""]
         lines += [
-            f"Each arm against the best by Welch's t-test (the arms' variances need not be equal); a "
-            f"difference is called real when p < {1 - s.confidence:.2g}, that is at {level} confidence.",
+            (
+                f"Each arm against the best by Welch's t-test (the arms' variances need not be equal); a "
+                f"difference is called real when p < {1 - s.confidence:.2g}, that is at {level} confidence."
+            ),
             "",
         ]
         lines += [f"- **{c.arm}**: {c.verdict}." for c in s.comparisons] or ["- only one arm: nothing to compare."]

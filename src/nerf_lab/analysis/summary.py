@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from nerf_lab.analysis.curves import EARLY_KEY
-from nerf_lab.analysis.stats import CONFIDENCE, SEED_KEY, WHITE_MINIMUM_MARGIN, Arm, Comparison, MeanStd, TTest, compare
+from nerf_lab.analysis.stats import (
+    CONFIDENCE,
+    SEED_KEY,
+    WHITE_MINIMUM_MARGIN,
+    Arm,
+    Comparison,
+    MeanStd,
+    TTest,
+    compare,
+)
 
 # (metrics.json key, column title, decimals): the arm table; the run table shows the first three.
 COLUMNS = [
