@@ -1,6 +1,7 @@
 """A report's figures: the curves of every arm, one test view rendered by every arm beside
 the ground truth, and an orbit GIF of the arms side by side. Models come from each arm's
-first completed seed, loaded with `load_trained` (weights only, no code run)."""
+first completed seed, loaded only through `training.checkpoints.load_trained`, the project's
+one checkpoint loader (nothing here unpickles a checkpoint itself)."""
 
 from __future__ import annotations
 
