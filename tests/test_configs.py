@@ -41,7 +41,7 @@ def test_default_is_tiny_nerf_on_the_builtin_scene(make_cfg):
     assert cfg.data._target_.endswith("BuiltinSceneDataModule")
     assert (cfg.model.depth, cfg.model.width, cfg.model.view_dependent) == (4, 128, False)
     assert (cfg.sampling.n_c, cfg.sampling.n_f, cfg.data.batch_rays) == (64, 0, 1024)
-    assert (cfg.encoding.n_freqs, cfg.encoding.include_input) == (10, True)
+    assert (cfg.encoding.position.n_freqs, cfg.encoding.position.include_input) == (10, True)
     assert (cfg.optim.lr, cfg.optim.lr_final) == (5e-3, 5e-4)  # Tiny NeRF's short schedule
 
 
@@ -59,9 +59,9 @@ def test_model_original_alone_is_the_papers_network(make_cfg):
     assert model.fine_field is not None
     field = model.coarse_field
     assert len(field.trunk) == 8 and field.trunk[0].out_features == 256 and field.view_dependent
-    # The paper's MLP (63 + 27 inputs, skip at layer 4) has 595,844 weights a network.
-    assert sum(p.numel() for p in field.parameters()) == 595_844
-    assert sum(p.numel() for p in model.parameters()) == 2 * 595_844
+    # The paper's MLP (63 + 24 inputs, skip at layer 4) has 595,460 weights a network.
+    assert sum(p.numel() for p in field.parameters()) == 595_460
+    assert sum(p.numel() for p in model.parameters()) == 2 * 595_460
 
 
 def test_original_lite_and_command_line_overrides_of_its_sampling(make_cfg):
@@ -96,7 +96,7 @@ def test_tiny_recipe_on_lego(make_cfg):
         ("sampling.n_c=-1", r"sampling.n_c=-1 is not allowed: expected an integer >= 1"),
         ("sampling.n_f=-2", r"sampling.n_f=-2 is not allowed"),
         ("sampling.chunk=0", r"sampling.chunk=0 is not allowed"),
-        ("encoding.n_freqs=-1", r"encoding.n_freqs=-1 is not allowed"),
+        ("encoding.position.n_freqs=-1", r"encoding.position.n_freqs=-1 is not allowed"),
         ("optim.lr=0", r"optim.lr=0 is not allowed: expected a learning rate > 0"),
         ("optim.lr_final=1", r"optim.lr_final=1.* expected at most optim.lr"),
         ("trainer.max_steps=0", r"trainer.max_steps=0 is not allowed"),
@@ -115,8 +115,8 @@ def test_bad_values_name_the_key_and_what_is_allowed(make_cfg, override, message
 
 
 def test_empty_encoding_is_refused(make_cfg):
-    with pytest.raises(ConfigError, match="encoding.n_freqs=0 with encoding.include_input=false"):
-        validate_config(make_cfg("encoding=pe", "encoding.n_freqs=0"))
+    with pytest.raises(ConfigError, match="encoding.position.n_freqs=0 with encoding.position.include_input=false"):
+        validate_config(make_cfg("encoding=pe", "encoding.position.n_freqs=0"))
 
 
 def test_unknown_option_lists_the_allowed_ones():

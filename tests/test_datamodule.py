@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from nerf_lab.data.batches import RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import load_split
-from nerf_lab.data.datamodule import BuiltinSceneDataModule, RandomRayBatches, ViewDataset
+from nerf_lab.data.datamodule import BuiltinSceneDataModule
 from nerf_lab.errors import ConfigError
 
 
