@@ -116,16 +116,19 @@ class BlenderDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        # Batches, not optimiser steps: with accumulate_grad_batches = k a step takes k batches,
+        # and a resumed run goes on from the batch after the last one it used.
+        per_step = trainer.accumulate_grad_batches if trainer is not None else 1
         batches = RandomRayBatches(
             self.splits["train"],
             self.batch_rays,
             self.ray_sampling,
-            self.precrop_steps,
+            self.precrop_steps * per_step,
             self.precrop_frac,
             seed=self.seed,
             rank=trainer.global_rank if trainer is not None else 0,
-            first_step=trainer.global_step if trainer is not None else 0,
-            last_step=trainer.max_steps if trainer is not None and trainer.max_steps > 0 else None,
+            first_step=trainer.global_step * per_step if trainer is not None else 0,
+            last_step=trainer.max_steps * per_step if trainer is not None and trainer.max_steps > 0 else None,
         )
         # batch_size=None: the dataset yields whole batches. No workers: the batches are
         # gathered on the device from tensors already there; a worker could only copy them.
