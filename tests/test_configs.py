@@ -1,12 +1,12 @@
 """Every option of every config group composes and builds; bad values fail with the key named."""
 
 import pytest
+import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from nerf_lab.cli import unknown_option_error
 from nerf_lab.errors import ConfigError
-from nerf_lab.training.config import CONF_DIR, build_datamodule, build_nerf, validate_config
+from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 
 GROUPS = ["data", "model", "encoding", "sampling", "optim", "trainer", "logger", "callbacks", "experiment"]
 
@@ -19,8 +19,8 @@ def options(group: str) -> list[str]:
 def test_every_option_composes_validates_and_builds(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}", fast=False)
     validate_config(cfg)
-    model = build_nerf(cfg)
-    assert model.n_coarse == cfg.sampling.n_c
+    module = build_module(cfg)
+    assert module.model.n_coarse == cfg.sampling.n_c
     build_datamodule(cfg)
     if cfg.trainer.precision != "auto":
         instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
@@ -36,54 +36,98 @@ def test_groups_have_the_promised_options():
     assert {"tiny_lego", "paper_lego"} <= set(options("experiment"))
 
 
-def test_default_is_tiny_nerf_on_the_builtin_scene(make_cfg):
-    cfg = make_cfg(fast=False)
-    assert cfg.data._target_.endswith("BuiltinSceneDataModule")
-    assert (cfg.model.depth, cfg.model.width, cfg.model.view_dependent) == (4, 128, False)
-    assert (cfg.sampling.n_c, cfg.sampling.n_f, cfg.data.batch_rays) == (64, 0, 1024)
-    assert (cfg.encoding.n_freqs, cfg.encoding.include_input) == (10, True)
-    assert (cfg.optim.lr, cfg.optim.lr_final) == (5e-3, 5e-4)  # Tiny NeRF's short schedule
+def schedule(module, max_steps: int) -> tuple[str, float, float]:
+    """The module's optimizer and the rates it trains with at step 0 and after max_steps."""
+    module.trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False)
+    configured = module.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    first = optimizer.param_groups[0]["lr"]
+    for _ in range(max_steps):
+        optimizer.step()
+        scheduler.step()
+    return type(optimizer).__name__, first, optimizer.param_groups[0]["lr"]
 
 
-def test_each_model_brings_its_schedule_and_the_command_line_wins(make_cfg):
-    assert make_cfg("model=original", fast=False).optim.lr == 5e-4  # the paper's
-    assert make_cfg("model=original_lite", fast=False).optim.lr == 5e-4
-    assert make_cfg("model=tiny", "optim=adam", fast=False).optim.lr == 5e-4
-    assert make_cfg("model=original", "optim=adam_5e-3", fast=False).optim.lr == 5e-3
+def widths(model) -> tuple[int, int | None]:
+    field = model.coarse_field
+    direction = field.direction_encoding
+    return field.position_encoding.out_dim, None if direction is None else direction.out_dim
 
 
-def test_model_original_alone_is_the_papers_network(make_cfg):
-    cfg = make_cfg("model=original", fast=False)
-    model = build_nerf(cfg)
-    assert (cfg.sampling.n_c, cfg.sampling.n_f) == (64, 128)
-    assert model.fine_field is not None
+def test_default_builds_tiny_nerf_with_its_short_schedule(make_cfg):
+    module = build_module(make_cfg(fast=False))
+    model = module.model
+    assert model.fine_field is None and (model.n_coarse, model.n_fine) == (64, 0)
+    assert len(model.coarse_field.trunk) == 4 and model.coarse_field.trunk[0].out_features == 128
+    assert widths(model) == (63, None)  # γ(p) at L = 10 plus raw xyz; colour from position only
+    name, first, last = schedule(module, max_steps=20)
+    assert name == "Adam" and first == 5e-3 and last == pytest.approx(5e-4, rel=1e-6)
+
+
+def test_model_original_builds_the_papers_network_sampling_and_schedule(make_cfg):
+    module = build_module(make_cfg("model=original", fast=False))
+    model = module.model
+    assert model.fine_field is not None and (model.n_coarse, model.n_fine) == (64, 128)
     field = model.coarse_field
     assert len(field.trunk) == 8 and field.trunk[0].out_features == 256 and field.view_dependent
-    # The paper's MLP (63 + 27 inputs, skip at layer 4) has 595,844 weights a network.
-    assert sum(p.numel() for p in field.parameters()) == 595_844
-    assert sum(p.numel() for p in model.parameters()) == 2 * 595_844
+    assert field.trunk[5].in_features == 256 + 63  # the skip after layer 4
+    # pe_raw: the raw position is added, not the raw direction (the study's arm).
+    assert widths(model) == (63, 24)
+    # The paper's MLP (63 + 24 inputs, skip at layer 4) has 595,460 weights a network.
+    assert sum(p.numel() for p in field.parameters()) == 595_460
+    assert sum(p.numel() for p in model.parameters()) == 2 * 595_460
+    name, first, last = schedule(module, max_steps=20)
+    assert name == "Adam" and first == 5e-4 and last == pytest.approx(5e-5, rel=1e-6)
 
 
-def test_original_lite_and_command_line_overrides_of_its_sampling(make_cfg):
-    lite = make_cfg("model=original_lite", fast=False)
-    assert (lite.model.depth, lite.model.width, lite.sampling.n_c, lite.sampling.n_f) == (8, 128, 128, 0)
-    assert make_cfg("model=original", "sampling.n_f=0", fast=False).sampling.n_f == 0
-    assert make_cfg("model=original", "sampling=coarse", fast=False).sampling.n_f == 0
+def test_encoding_pe_is_the_papers_formula_without_raw_inputs(make_cfg):
+    assert widths(build_module(make_cfg("model=original", "encoding=pe", fast=False)).model) == (60, 24)
+    model = build_module(make_cfg("model=original", "encoding.direction.include_input=true", fast=False)).model
+    assert widths(model) == (63, 27)  # each encoding has its own settings
+
+
+def test_model_original_lite_is_one_pass_of_128_samples(make_cfg):
+    model = build_module(make_cfg("model=original_lite", fast=False)).model
+    assert model.fine_field is None and model.n_coarse == 128
+    assert len(model.coarse_field.trunk) == 8 and model.coarse_field.trunk[0].out_features == 128
+
+
+def test_the_command_line_wins_over_a_models_companions(make_cfg):
+    assert build_module(make_cfg("model=original", "sampling=coarse", fast=False)).model.fine_field is None
+    assert build_module(make_cfg("model=original", "sampling.n_f=0", fast=False)).model.fine_field is None
+    assert schedule(build_module(make_cfg("model=tiny", "optim=adam", fast=False)), 10)[1] == 5e-4
+    assert schedule(build_module(make_cfg("model=original", "optim=adam_5e-3", fast=False)), 10)[1] == 5e-3
+    assert schedule(build_module(make_cfg("optim.lr=1e-3", "optim.lr_final=1e-5", fast=False)), 10)[1:] == pytest.approx((1e-3, 1e-5))
+    model = build_module(make_cfg("model=original", "model.depth=4", "model.skips=[2]", "sampling.n_c=32", fast=False)).model
+    assert len(model.coarse_field.trunk) == 4 and (model.n_coarse, model.n_fine) == (32, 128)
 
 
 def test_paper_recipe_on_lego(make_cfg):
     cfg = make_cfg("experiment=paper_lego", fast=False)
-    assert cfg.data._target_.endswith(".BlenderDataModule") and cfg.data.scene_dir.endswith("lego")
-    assert (cfg.model.depth, cfg.model.width, list(cfg.model.skips)) == (8, 256, [4])
-    assert (cfg.sampling.n_c, cfg.sampling.n_f) == (64, 128)
-    assert (cfg.data.batch_rays, cfg.data.resolution) == (4096, 800)
-    assert (cfg.optim.lr, cfg.optim.lr_final) == (5e-4, 5e-5)
+    module, datamodule = build_module(cfg), build_datamodule(cfg)
+    assert module.model.fine_field is not None and (module.model.n_coarse, module.model.n_fine) == (64, 128)
+    assert widths(module.model) == (63, 24)
+    assert (datamodule.batch_rays, datamodule.resolution, datamodule.precrop_steps) == (4096, 800, 500)
+    assert schedule(module, max_steps=10)[1:] == pytest.approx((5e-4, 5e-5))
 
 
 def test_tiny_recipe_on_lego(make_cfg):
     cfg = make_cfg("experiment=tiny_lego", fast=False)
-    assert cfg.data.scene_dir.endswith("lego") and cfg.data.resolution == 100
-    assert (cfg.model.depth, cfg.model.width, cfg.sampling.n_c, cfg.data.batch_rays) == (4, 128, 64, 1024)
+    module, datamodule = build_module(cfg), build_datamodule(cfg)
+    assert module.model.fine_field is None and module.model.n_coarse == 64
+    assert widths(module.model) == (39, None)  # L = 6 position bands plus raw xyz
+    assert (datamodule.batch_rays, datamodule.resolution) == (1024, 100) and datamodule.scene_dir.endswith("lego")
+    assert schedule(module, max_steps=10)[1:] == pytest.approx((5e-3, 5e-4))
+
+
+def test_trainer_takes_the_arguments_lightning_users_set(make_cfg):
+    cfg = make_cfg(
+        "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.num_nodes=1",
+        "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5", "trainer.limit_val_batches=1",
+    )
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
+    assert (trainer.accumulate_grad_batches, trainer.gradient_clip_val, trainer.limit_val_batches) == (2, 0.5, 1)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +140,8 @@ def test_tiny_recipe_on_lego(make_cfg):
         ("sampling.n_c=-1", r"sampling.n_c=-1 is not allowed: expected an integer >= 1"),
         ("sampling.n_f=-2", r"sampling.n_f=-2 is not allowed"),
         ("sampling.chunk=0", r"sampling.chunk=0 is not allowed"),
-        ("encoding.n_freqs=-1", r"encoding.n_freqs=-1 is not allowed"),
+        ("encoding.position.n_freqs=-1", r"encoding.position.n_freqs=-1 is not allowed"),
+        ("encoding.direction.include_input=1", r"encoding.direction.include_input=1 is not allowed: expected true or false"),
         ("optim.lr=0", r"optim.lr=0 is not allowed: expected a learning rate > 0"),
         ("optim.lr_final=1", r"optim.lr_final=1.* expected at most optim.lr"),
         ("trainer.max_steps=0", r"trainer.max_steps=0 is not allowed"),
@@ -115,8 +160,8 @@ def test_bad_values_name_the_key_and_what_is_allowed(make_cfg, override, message
 
 
 def test_empty_encoding_is_refused(make_cfg):
-    with pytest.raises(ConfigError, match="encoding.n_freqs=0 with encoding.include_input=false"):
-        validate_config(make_cfg("encoding=pe", "encoding.n_freqs=0"))
+    with pytest.raises(ConfigError, match="encoding.position.n_freqs=0 with encoding.position.include_input=false"):
+        validate_config(make_cfg("encoding=pe", "encoding.position.n_freqs=0"))
 
 
 def test_unknown_option_lists_the_allowed_ones():

@@ -1,8 +1,11 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from nerf_lab.data.batches import RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import load_split
-from nerf_lab.data.datamodule import BuiltinSceneDataModule, RandomRayBatches, ViewDataset
+from nerf_lab.data.datamodule import BuiltinSceneDataModule
 from nerf_lab.errors import ConfigError
 
 
@@ -87,3 +90,14 @@ def test_datamodule_loads_splits_for_each_stage(cache_dir):
 def test_builtin_refuses_a_scene_folder():
     with pytest.raises(ConfigError, match="data=builtin renders its own scene"):
         BuiltinSceneDataModule(scene_dir="/somewhere")
+
+
+def test_accumulated_steps_draw_fresh_batches_and_resume_where_they_stopped(cache_dir):
+    """With accumulate_grad_batches = 2 a step takes two batches: steps 3 to 5 of a resumed run
+    draw batches 6 to 9, the ones an uninterrupted run would have drawn."""
+    datamodule = BuiltinSceneDataModule(resolution=32, cache_dir=str(cache_dir), batch_rays=16, precrop_steps=4)
+    datamodule.setup("fit")
+    datamodule.trainer = SimpleNamespace(accumulate_grad_batches=2, global_step=3, max_steps=5, global_rank=0)
+    batches = datamodule.train_dataloader().dataset
+    assert (batches.first_step, batches.last_step, len(batches)) == (6, 10, 4)
+    assert batches.precrop_steps == 8  # 4 optimiser steps' worth of batches

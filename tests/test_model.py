@@ -178,3 +178,14 @@ def test_800px_view_renders_in_the_memory_of_one_chunk():
     outputs_bytes = 800 * 800 * 5 * 4
     one_pass_hidden_bytes = 800 * 800 * 8 * width * 4  # one activation of one layer, all rays at once
     assert grown < outputs_bytes + 128 * 2**20 < one_pass_hidden_bytes
+
+
+def test_flop_count_of_a_training_step_matches_the_docstrings_example():
+    # Tiny NeRF at L = 6 with raw xyz: layers 39→128, 3 × 128→128, 128→4. Forward 2·in·out a
+    # layer: 2·(4,992 + 49,152 + 512) = 109,312; a step: three times that, less the first
+    # layer's input gradient (2·39·128 = 9,984).
+    tiny = NeRFField(PositionalEncoding(6, include_input=True), None, depth=4, width=128, skips=(), view_dependent=False)
+    assert tiny.training_flops_per_point() == 3 * 109_312 - 9_984 == 317_952
+    # The hierarchical model sends 64 points through the coarse field and 64 + 128 through the fine.
+    model = NeRFModel(tiny, tiny, n_coarse=64, n_fine=128, near=2.0, far=6.0)
+    assert model.training_flops_per_ray() == (64 + 192) * 317_952

@@ -14,7 +14,7 @@ def test_tiny_model_learns_the_builtin_scene(make_cfg):
             "data.batch_rays=512",
             "data.test_views=4",
             "sampling.n_c=32",
-            "encoding.n_freqs=6",
+            "encoding.position.n_freqs=6",
             "optim=adam_5e-3",
             "trainer.max_steps=300",
             "trainer.val_check_interval=300",

@@ -10,6 +10,9 @@ from conftest import FAST_OVERRIDES, REPO_ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_commands import run
 
+# Each test starts several training processes (DDP ranks, joblib or submitit jobs): `make test-full`.
+pytestmark = pytest.mark.slow
+
 SMALL = [o for o in FAST_OVERRIDES if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 
 

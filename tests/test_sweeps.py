@@ -20,6 +20,7 @@ from nerf_lab.training.runs import JobResult, read_sweep
 SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 
 
+@pytest.mark.slow  # a real multirun: several training processes
 def test_the_promised_sweep_makes_four_complete_job_folders(tmp_path, cache_dir):
     result = run(
         "nerf_lab.train", "-m", "model.depth=2,4", "sampling.n_c=8,16", *SWEEP_OVERRIDES, "hydra.sweep.dir=sweep",
@@ -52,6 +53,7 @@ def sweep_with_a_failure(tmp_path_factory, cache_dir) -> tuple[Path, object]:
     return folder / "sweep", result
 
 
+@pytest.mark.slow  # a real multirun: several training processes
 def test_a_failed_job_is_reported_and_the_others_still_run(sweep_with_a_failure):
     sweep, result = sweep_with_a_failure
     assert result.returncode == 1  # the sweep says something failed
@@ -63,6 +65,7 @@ def test_a_failed_job_is_reported_and_the_others_still_run(sweep_with_a_failure)
     assert "2 of 6 jobs did not complete" in result.stderr
 
 
+@pytest.mark.slow  # a real multirun: several training processes
 def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, tmp_path):
     sweep, _ = sweep_with_a_failure
     summary = build_report(sweep, tmp_path / "report", title="depth")

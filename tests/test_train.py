@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.train import train
-from nerf_lab.training.module import NeRFLitModule
+from nerf_lab.training.checkpoints import load_trained
+from nerf_lab.training.config import build_module
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -123,13 +124,18 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
 def test_checkpoint_alone_rebuilds_the_model(make_cfg):
     cfg = make_cfg("model=original", "model.width=16", "sampling.n_c=8", "sampling.n_f=8", "trainer.max_steps=2")
     train(cfg)
-    module = NeRFLitModule.load_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    trained = load_trained(last)
+    module = trained.module
     assert module.model.fine_field is not None and module.model.n_fine == 8
-    assert module.config.model.width == 16
+    assert trained.run_config.model.width == 16 and module.model.coarse_field.trunk[0].out_features == 16
+    stored = torch.load(last, weights_only=False)["state_dict"]
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(value, stored[key], msg=key)  # the trained weights, not fresh ones
 
 
 def test_a_diverged_loss_stops_with_a_clear_error(make_cfg):
-    module = NeRFLitModule(OmegaConf.to_container(make_cfg(), resolve=True))
+    module = build_module(make_cfg())
     module.trainer = pl.Trainer(logger=False)  # global_step 0: a checking step
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 0: .*optim.lr"):
         module.on_train_batch_end({"loss": torch.tensor(float("nan"))}, {}, 0)
@@ -142,7 +148,7 @@ def test_bf16_mixed_precision_trains(make_cfg):
 
 def test_metrics_are_float32_under_bf16_autocast(make_cfg):
     """SSIM convolves: under bf16 autocast it would be computed, wrongly, in bfloat16."""
-    module = NeRFLitModule(OmegaConf.to_container(make_cfg(), resolve=True)).eval()
+    module = build_module(make_cfg()).eval()
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(32, 32, 3, generator=generator)
     prediction = (target + 0.05 * torch.randn(32, 32, 3, generator=generator)).clamp(0, 1)

@@ -22,65 +22,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.trainer.states import TrainerFn
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.callbacks import AtomicCheckpointIO
-from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
+from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
-from nerf_lab.training.module import NeRFLitModule
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
 from nerf_lab.training.tensorboard import log_hparams
+from nerf_lab.training.timing import TrainingClock
 
 # The keys a run reports, in metrics.json, in the sweep table and in TensorBoard's HPARAMS tab.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
-
-
-class TrainingClock(pl.Callback):
-    """Seconds spent training, validation excluded, and the steps they took: steps/s that mean
-    the same with any validation interval.
-
-    The seconds go into checkpoints, so a resumed run reports the training time of all its
-    steps, not only of those since the resume. (A checkpoint without them, from an older
-    version, counts the steps since the resume only.)"""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.first_step = 0
-        self._restored = False
-        self._since: float | None = None
-
-    def _pause(self) -> None:
-        if self._since is not None:
-            self.seconds += time.perf_counter() - self._since
-            self._since = None
-
-    def _resume(self) -> None:
-        self._since = time.perf_counter()
-
-    def state_dict(self) -> dict[str, float]:
-        running = time.perf_counter() - self._since if self._since is not None else 0.0
-        return {"seconds": self.seconds + running}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.seconds = float(state_dict["seconds"])
-        self._restored = True
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # The first step that `seconds` covers: 0 when they came back from the checkpoint.
-        self.first_step = 0 if self._restored else trainer.global_step
-        self._resume()
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            self._pause()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            self._resume()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pause()
 
 
 def _device_name(trainer: pl.Trainer) -> str:
@@ -104,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
-    module = NeRFLitModule(run_config)
+    module = build_module(OmegaConf.create(run_config))
     if cfg.compile:
         module.model.compile_fields()
     clock = TrainingClock()

@@ -1,10 +1,9 @@
 """LightningDataModules for Blender-layout scenes: random rays to train on, whole views to
-validate and test on."""
+validate and test on (the batches themselves: `nerf_lab.data.batches`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,111 +11,16 @@ import imageio.v3 as iio
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
+from nerf_lab.data.batches import RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.errors import ConfigError, DataError
-from nerf_lab.nerf.rays import image_rays, pixel_rays
-
-RAY_SAMPLING = ("all_images", "one_image")
-Batch = dict[str, torch.Tensor]
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("NERF_LAB_CACHE", Path.home() / ".cache" / "nerf_lab"))
-
-
-class RandomRayBatches(IterableDataset):
-    """Batches of `batch_rays` random training rays with their pixel colours.
-
-    Drawn where the images are (the model's device), so a step moves no data between host and
-    device. The draw of step k depends only on (seed, rank, k): data-parallel ranks see
-    different rays, and a run resumed at step k draws exactly the rays it would have drawn.
-
-    `ray_sampling`: "all_images" draws each ray from any training view (default);
-    "one_image" draws a whole batch from one random view, as the authors' code does.
-    During the first `precrop_steps` steps, pixels come from the central `precrop_frac` of
-    each image only: the authors' guard against the white local minimum, where a model
-    that sees mostly white background learns to predict nothing.
-    """
-
-    def __init__(
-        self,
-        split: SceneSplit,
-        batch_rays: int,
-        ray_sampling: str = "all_images",
-        precrop_steps: int = 0,
-        precrop_frac: float = 0.5,
-        seed: int = 0,
-        rank: int = 0,
-        first_step: int = 0,
-        last_step: int | None = None,
-    ) -> None:
-        self.split = split
-        self.batch_rays = batch_rays
-        self.ray_sampling = ray_sampling
-        self.precrop_steps = precrop_steps
-        self.precrop_frac = precrop_frac
-        self.seed = seed
-        self.rank = rank
-        self.first_step = first_step
-        self.last_step = last_step
-
-    def __len__(self) -> int:
-        if self.last_step is None:
-            raise TypeError("an endless stream of batches has no length")
-        return max(0, self.last_step - self.first_step)
-
-    def __iter__(self) -> Iterator[Batch]:
-        generator = torch.Generator(device=self.split.images.device)
-        step = self.first_step
-        while self.last_step is None or step < self.last_step:
-            seed = np.random.SeedSequence([self.seed, self.rank, step]).generate_state(1)[0]
-            generator.manual_seed(int(seed))
-            yield self.batch(step, generator)
-            step += 1
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        images = self.split.images
-        n_views, height, width = images.shape[:3]
-        device = images.device
-        row_range, col_range = (0, height), (0, width)
-        if step < self.precrop_steps:
-            half_h = max(1, round(0.5 * self.precrop_frac * height))
-            half_w = max(1, round(0.5 * self.precrop_frac * width))
-            row_range = (height // 2 - half_h, height // 2 + half_h)
-            col_range = (width // 2 - half_w, width // 2 + half_w)
-
-        def draw(low: int, high: int, size: int) -> torch.Tensor:
-            return torch.randint(low, high, (size,), generator=generator, device=device)
-
-        n = self.batch_rays
-        views = draw(0, n_views, 1).expand(n) if self.ray_sampling == "one_image" else draw(0, n_views, n)
-        rows, cols = draw(*row_range, n), draw(*col_range, n)
-        rays = pixel_rays(self.split.poses[views], rows, cols, self.split.focal, height, width)
-        return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
-
-
-class ViewDataset(Dataset):
-    """Whole views: every pixel's ray and colour, shaped (height, width, 3)."""
-
-    def __init__(self, split: SceneSplit, view_indices: list[int]) -> None:
-        self.split = split
-        self.view_indices = view_indices
-
-    def __len__(self) -> int:
-        return len(self.view_indices)
-
-    def __getitem__(self, item: int) -> Batch:
-        view = self.view_indices[item]
-        rays = image_rays(self.split.poses[view], self.split.focal, self.split.height, self.split.width)
-        return {
-            "origins": rays.origins,
-            "directions": rays.directions,
-            "rgb": self.split.images[view],
-            "view": torch.tensor(view),
-        }
 
 
 def _loader(dataset: Dataset) -> DataLoader:
@@ -212,16 +116,19 @@ class BlenderDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        # Batches, not optimiser steps: with accumulate_grad_batches = k a step takes k batches,
+        # and a resumed run goes on from the batch after the last one it used.
+        per_step = trainer.accumulate_grad_batches if trainer is not None else 1
         batches = RandomRayBatches(
             self.splits["train"],
             self.batch_rays,
             self.ray_sampling,
-            self.precrop_steps,
+            self.precrop_steps * per_step,
             self.precrop_frac,
             seed=self.seed,
             rank=trainer.global_rank if trainer is not None else 0,
-            first_step=trainer.global_step if trainer is not None else 0,
-            last_step=trainer.max_steps if trainer is not None and trainer.max_steps > 0 else None,
+            first_step=trainer.global_step * per_step if trainer is not None else 0,
+            last_step=trainer.max_steps * per_step if trainer is not None and trainer.max_steps > 0 else None,
         )
         # batch_size=None: the dataset yields whole batches. No workers: the batches are
         # gathered on the device from tensors already there; a worker could only copy them.

@@ -71,6 +71,15 @@ class NeRFModel(nn.Module):
             if field is not None:
                 field.compile()
 
+    def training_flops_per_ray(self) -> int:
+        """The fields' floating-point work for one ray in a training step: `n_coarse` points
+        through the coarse field, and `n_coarse + n_fine` through the fine one. Needs fields
+        that count their own (`NeRFField.training_flops_per_point`)."""
+        total = self.n_coarse * self.coarse_field.training_flops_per_point()
+        if self.fine_field is not None:
+            total += (self.n_coarse + self.n_fine) * self.fine_field.training_flops_per_point()
+        return total
+
     def forward(self, rays: RayBundle) -> RenderOutputs:
         stratified = self.training and self.perturb
         n_rays = rays.origins.shape[0]

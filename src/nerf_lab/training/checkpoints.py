@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.training.config import build_datamodule
+from nerf_lab.training.config import build_datamodule, build_module
 from nerf_lab.training.module import NeRFLitModule
 
 
@@ -33,8 +35,11 @@ def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path} does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt")
     try:
-        module = NeRFLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, KeyError, TypeError, EOFError) as error:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # The module is rebuilt from the run config it kept, then given the trained weights.
+        module = build_module(OmegaConf.create(checkpoint["hyper_parameters"]["config"]))
+        module.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError, EOFError, OmegaConfBaseException) as error:
         raise ConfigError(f"ckpt_path={path} is not a nerf_lab checkpoint: {error}".splitlines()[0]) from None
     if chunk is not None:
         if chunk < 1:

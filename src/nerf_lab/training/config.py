@@ -14,11 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nerf_lab.data.datamodule import RAY_SAMPLING
+from nerf_lab.data.batches import RAY_SAMPLING
 from nerf_lab.errors import ConfigError
-from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import DENSITY_ACTIVATIONS
 from nerf_lab.nerf.model import NeRFModel
+from nerf_lab.training.module import NeRFLitModule
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
@@ -40,9 +40,10 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.skips", lambda v: isinstance(v, list) and all(_is_int(s) for s in v), "a list of layer indices, e.g. [4] or []"),
     ("model.view_dependent", lambda v: isinstance(v, bool), "true or false"),
     ("model.density_activation", lambda v: v in DENSITY_ACTIVATIONS, f"one of {', '.join(DENSITY_ACTIVATIONS)}"),
-    ("encoding.n_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for positions)"),
-    ("encoding.n_freqs_dir", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for directions)"),
-    ("encoding.include_input", lambda v: isinstance(v, bool), "true or false"),
+    ("encoding.position.n_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for positions)"),
+    ("encoding.position.include_input", lambda v: isinstance(v, bool), "true or false"),
+    ("encoding.direction.n_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for directions)"),
+    ("encoding.direction.include_input", lambda v: isinstance(v, bool), "true or false"),
     ("sampling.n_c", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (coarse samples a ray)"),
     ("sampling.n_f", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (fine samples a ray; 0 = single pass)"),
     ("sampling.perturb", lambda v: isinstance(v, bool), "true or false"),
@@ -83,8 +84,13 @@ def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
     depth, skips = cfg.model.depth, list(cfg.model.skips)
     if any(not 0 <= s <= depth - 2 for s in skips):
         raise ConfigError(f"model.skips={skips} is not allowed: expected layer indices in [0, {depth - 2}] for model.depth={depth}")
-    if cfg.encoding.n_freqs == 0 and not cfg.encoding.include_input:
-        raise ConfigError("encoding.n_freqs=0 with encoding.include_input=false leaves the field no input: expected n_freqs >= 1 or include_input=true")
+    for name in ("position", "direction"):
+        encoding = cfg.encoding[name]
+        if encoding.n_freqs == 0 and not encoding.include_input:
+            raise ConfigError(
+                f"encoding.{name}.n_freqs=0 with encoding.{name}.include_input=false encodes nothing: "
+                "expected n_freqs >= 1 or include_input=true"
+            )
     if cfg.data.far <= cfg.data.near:
         raise ConfigError(f"data.far={cfg.data.far} is not allowed: expected more than data.near={cfg.data.near}")
     if cfg.optim.lr_final > cfg.optim.lr:
@@ -113,9 +119,10 @@ def background_colour(cfg: DictConfig) -> tuple[float, float, float]:
 
 
 def build_nerf(cfg: DictConfig) -> NeRFModel:
-    """Encodings, coarse (and fine) field and renderer, as the config says."""
-    position = PositionalEncoding(cfg.encoding.n_freqs, cfg.encoding.include_input)
-    direction = PositionalEncoding(cfg.encoding.n_freqs_dir, cfg.encoding.include_input)
+    """The NeRF the config describes: its encodings (`encoding.position`, `encoding.direction`)
+    and field (`model`, a `_partial_` NeRFField) instantiated, a coarse field and, when
+    `sampling.n_f > 0`, a fine one, and the renderer's samples and depth range."""
+    position, direction = instantiate(cfg.encoding.position), instantiate(cfg.encoding.direction)
     make_field = instantiate(cfg.model)  # a partial of NeRFField: the encodings are injected
     n_fine = cfg.sampling.n_f
     return NeRFModel(
@@ -127,4 +134,17 @@ def build_nerf(cfg: DictConfig) -> NeRFModel:
         far=cfg.data.far,
         background=background_colour(cfg),
         perturb=cfg.sampling.perturb,
+    )
+
+
+def build_module(cfg: DictConfig) -> NeRFLitModule:
+    """The LightningModule of a run: the model, the `_partial_` optimizer (`optim.optimizer`)
+    and the schedule (`optim.scheduler`) from config, and the whole config, resolved, to keep
+    in its checkpoints (from which `load_trained` rebuilds it)."""
+    return NeRFLitModule(
+        model=build_nerf(cfg),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler),
+        chunk=cfg.sampling.chunk,
+        config=OmegaConf.to_container(cfg, resolve=True),
     )

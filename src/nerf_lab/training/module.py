@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,12 +13,13 @@ from torchmetrics import MaxMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nerf_lab.errors import TrainingDiverged
-from nerf_lab.nerf.model import RenderOutputs, render_in_chunks
+from nerf_lab.nerf.model import NeRFModel, RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
-from nerf_lab.training.config import build_nerf
 from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
+OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
 
 def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -38,27 +40,40 @@ def full_precision(device: torch.device) -> torch.autocast:
 
 
 class NeRFLitModule(pl.LightningModule):
-    """Trains a `NeRFModel` built from the run's config, which it keeps in its hyper-parameters:
-    a checkpoint alone rebuilds the model (`NeRFLitModule.load_from_checkpoint(path)`).
+    """Trains the `NeRFModel` it is given, with the optimizer and schedule it is given.
+
+    `optimizer` is called with the model's parameters (a `_partial_` optimizer from config),
+    `scheduler` with that optimizer and the trainer's `max_steps` (`optim.scheduler`: the
+    exponential decay from `optim.lr` to `optim.lr_final`). Both are built from the run's config
+    by `nerf_lab.training.config.build_module`, which also hands over the whole run `config`:
+    kept in the hyper-parameters, so that a checkpoint alone rebuilds the module
+    (`nerf_lab.training.checkpoints.load_trained`). The module reads no config itself: steps and
+    the logging interval come from its trainer, near and far from the model.
 
     Loss: MSE of the fine pass's colour, plus the coarse pass's when there is a fine pass (the
-    paper). Optimiser: Adam, with the rate decaying exponentially from `optim.lr` to
-    `optim.lr_final` over `trainer.max_steps`. Metrics: `train/loss`, `train/psnr` each step;
-    `val/psnr`, `val/ssim` (mean over views of each view's value), `val/psnr_best`; the same
-    for `test/`; one validation view as ground truth | prediction | depth.
+    paper). Metrics: `train/loss`, `train/psnr` each step; `val/psnr`, `val/ssim` (mean over
+    views of each view's value), `val/psnr_best`; the same for `test/`; one validation view as
+    ground truth | prediction | depth.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: NeRFModel,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory,
+        chunk: int = 8192,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         # logger=False: the run logs its hyper-parameters itself, once, with its final metrics.
-        self.save_hyperparameters(logger=False)
-        cfg = OmegaConf.create(config)
-        self.model = build_nerf(cfg)
-        self.optim_cfg = cfg.optim
-        self.max_steps = cfg.trainer.max_steps
-        self.chunk = cfg.sampling.chunk
-        self.check_every = max(1, cfg.trainer.log_every_n_steps)
-        self.near, self.far = cfg.data.near, cfg.data.far
+        # Only plain values are kept (chunk, config); the objects are rebuilt from the config.
+        self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.make_optimizer = optimizer
+        self.make_scheduler = scheduler
+        self.chunk = chunk  # rays a chunk when rendering whole views (sampling.chunk)
+        self.near, self.far = model.near, model.far
+        self.initial_lr: float | None = None  # known once the optimizer is made
 
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -95,20 +110,19 @@ class NeRFLitModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         # A diverged run is stopped with a clear error, checked at the logging interval only
         # (each check waits for the device).
-        if self.global_step % self.check_every == 0:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             loss = outputs["loss"]
             if not torch.isfinite(loss):
+                now = "" if self.initial_lr is None else f", now {self.initial_lr}"
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at step {self.global_step}: "
-                    f"expected a finite loss (try a lower optim.lr, now {self.optim_cfg.lr})"
+                    f"expected a finite loss (try a lower optim.lr{now})"
                 )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=self.optim_cfg.lr, betas=tuple(self.optim_cfg.betas), eps=self.optim_cfg.eps
-        )
-        gamma = (self.optim_cfg.lr_final / self.optim_cfg.lr) ** (1.0 / self.max_steps)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+        optimizer = self.make_optimizer(self.model.parameters())
+        self.initial_lr = optimizer.param_groups[0]["lr"]
+        scheduler = self.make_scheduler(optimizer, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- checkpoints: the random state travels with them, so a resumed run is the same run ---
