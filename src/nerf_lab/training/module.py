@@ -15,6 +15,7 @@ from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.model import RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.training.config import build_nerf
+from nerf_lab.training.hardware import render_chunk
 from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
@@ -56,7 +57,7 @@ class NeRFLitModule(pl.LightningModule):
         self.model = build_nerf(cfg)
         self.optim_cfg = cfg.optim
         self.max_steps = cfg.trainer.max_steps
-        self.chunk = cfg.sampling.chunk
+        self.chunk = cfg.sampling.chunk  # None: chosen for the device at the first render
         self.check_every = max(1, cfg.trainer.log_every_n_steps)
         self.near, self.far = cfg.data.near, cfg.data.far
 
@@ -68,6 +69,20 @@ class NeRFLitModule(pl.LightningModule):
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
+
+    @property
+    def chunk(self) -> int:
+        """Rays a chunk when rendering whole views: `sampling.chunk`, or when that is null the
+        device's size (`nerf_lab.training.hardware.render_chunk`), chosen once, at first use."""
+        if self._chunk is None:
+            linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)] or [torch.nn.Linear(63, 256)]
+            width, input_width = max(m.out_features for m in linears), linears[0].in_features
+            self._chunk = render_chunk(self.device, self.model.n_coarse + self.model.n_fine, width, input_width)
+        return self._chunk
+
+    @chunk.setter
+    def chunk(self, value: int | None) -> None:
+        self._chunk = value
 
     @property
     def config(self) -> DictConfig:
