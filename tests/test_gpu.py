@@ -26,8 +26,9 @@ FOCAL_800 = 1111.0
 
 def paper_model(depth: int = 8, width: int = 256, n_fine: int = 128, seed: int = 0) -> NeRFModel:
     """The paper's model (8 × 256, skip at 4, view-dependent colour, 64 + 128 samples), seeded.
-    The density head's bias is raised so that the fresh field is far from uniform: colours and
-    weights then vary along rays and across the view, and a wrong path shows."""
+    The density head's weights are drawn wider than the field's own start (which makes density
+    nearly uniform), so that weights and colours vary along rays and across the view, and a
+    wrong path shows."""
     torch.manual_seed(seed)
 
     def field() -> NeRFField:
