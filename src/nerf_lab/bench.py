@@ -39,6 +39,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     warmup, steps, profile_steps = cfg.bench.warmup_steps, cfg.bench.steps, cfg.bench.profile_steps
     precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
     module = build_module(cfg)
+    if cfg.compile:  # as `nerf_lab.train` does: the compiled step is what is timed
+        module.model.compile_fields()
     datamodule = build_datamodule(cfg)
 
     # Timed steps after the warm-up, then the profiled ones; the schedule spans all of them.
@@ -77,6 +79,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         "train_rays_per_s": round(steps_per_s * cfg.data.batch_rays),
         "render_s_per_view": round(render_seconds, 4),
         "render_resolution": list(views[0]["rgb"].shape[:2]),
+        "render_chunk": module.chunk,
+        "compile": bool(cfg.compile),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "mlp_gflop_per_step": round(flops / 1e9, 3),
         "matmul_tflops_measured": round(peak / 1e12, 3),
@@ -103,7 +107,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
             [f"profile: {name}", f"{ms:.2f} ms a step", f"{ms / stages['step']:.0%} of the profiled step"]
             for name, ms in stages.items()
         ]
-    print(f"\n{results['device']}, {precision}\n" + format_table(rows, ["what", "figure", "detail"]))
+    print(f"\n{results['device']}, {precision}{', compiled' if cfg.compile else ''}\n" + format_table(rows, ["what", "figure", "detail"]))
     write_json_atomically(output_dir / "bench.json", results)
     if cfg.bench.json_path:
         write_json_atomically(Path(cfg.bench.json_path), results)

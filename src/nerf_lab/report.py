@@ -20,12 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
     parser.add_argument("--title", default=None, help="the report's heading")
     parser.add_argument("--no-render", action="store_true", help="skip the test-view grid and orbit (no checkpoints needed)")
+    parser.add_argument("--no-orbit", action="store_true", help="skip the orbit GIF only (24 renders an arm)")
     args = parser.parse_args(argv)
     try:
         if not args.sweep_dir.is_dir():
             raise NerfLabError(f"sweep folder {args.sweep_dir} does not exist")
         out_dir = args.out or args.sweep_dir / "report"
-        summary = build_report(args.sweep_dir, out_dir, args.title, render=not args.no_render)
+        summary = build_report(args.sweep_dir, out_dir, args.title, render=not args.no_render, orbit=not args.no_orbit)
     except NerfLabError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR_EXIT_CODE) from None

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from nerf_lab.analysis.curves import CURVE_TAGS, Curves, moving_average
 from nerf_lab.analysis.stats import Arm
+
+# The orbit GIF's width at most: an 800 px run's orbit would be 24 full renders an arm, and a
+# GIF of tens of MB.
+ORBIT_MAX_WIDTH = 200
 
 
 def plot_curves(arms: list[Arm], curves: Curves, path: Path, tags: Sequence[str] = CURVE_TAGS) -> None:
@@ -73,17 +78,20 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     from nerf_lab.training.checkpoints import load_trained
     from nerf_lab.training.panels import colourise_depth
 
+    device, bf16 = render_device()
     columns: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for arm in arms:
         checkpoint = _checkpoint(arm)
         if checkpoint is None:
             continue
         trained = load_trained(checkpoint)
+        module = trained.module.to(device)
         datamodule = trained.datamodule(test_views=view + 1)
         datamodule.setup("test")
         item = ViewDataset(datamodule.splits["test"], [view])[0]
-        with torch.no_grad():
-            out = render_in_chunks(trained.module.model, RayBundle(item["origins"], item["directions"]), trained.module.chunk)
+        rays = RayBundle(item["origins"].to(device), item["directions"].to(device))
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = {key: value.float().cpu() for key, value in render_in_chunks(module.model, rays, module.chunk).items()}
         near, far = trained.run_config.data.near, trained.run_config.data.far
         if not columns:
             columns.append(("ground truth", item["rgb"].numpy(), None))
@@ -107,17 +115,29 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     return [name for name, _, _ in columns[1:]]
 
 
-def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8) -> list[str]:
+def render_device() -> tuple[Any, bool]:
+    """Where the report renders: the GPU when there is one (in bf16, as training ran there),
+    else the CPU in float32."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu"), on_gpu and torch.cuda.is_bf16_supported()
+
+
+def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_width: int = ORBIT_MAX_WIDTH) -> list[str]:
     """An orbit around the scene, every arm side by side (first completed seed's best
-    checkpoint), as a GIF at the runs' resolution."""
+    checkpoint), as a GIF at the runs' resolution, or `max_width` px when that is smaller."""
     from nerf_lab.render import orbit_frames, write_gif
     from nerf_lab.training.checkpoints import load_trained
 
+    device, bf16 = render_device()
     names, orbits = [], []
     for arm in arms:
         checkpoint = _checkpoint(arm)
         if checkpoint is not None:
-            orbits.append(orbit_frames(load_trained(checkpoint), frames).frames)
+            trained = load_trained(checkpoint)
+            width = min(trained.run_config.data.resolution, max_width)
+            orbits.append(orbit_frames(trained, frames, width=width, device=device, bf16=bf16).frames)
             names.append(arm.name)
     if orbits:
         gap = np.full((orbits[0][0].shape[0], 2, 3), 255, dtype=np.uint8)

@@ -25,7 +25,9 @@ from nerf_lab.errors import NerfLabError
 from nerf_lab.training.runs import format_table, read_sweep, write_json_atomically
 
 
-def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, render: bool = True) -> dict[str, Any]:
+def build_report(
+    sweep_dir: Path, out_dir: Path, title: str | None = None, render: bool = True, orbit: bool = True
+) -> dict[str, Any]:
     """Write `report.md`, `report.json` and the figures for a sweep; return the JSON."""
     jobs = read_sweep(sweep_dir)
     if not jobs:
@@ -34,7 +36,7 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
     arms, shared = group_into_arms(jobs)
     curves = read_all_curves(jobs)
     early_step = add_early_val_psnr(jobs, curves)
-    figures = draw_figures([arm for arm in arms if arm.completed], curves, out_dir, render)
+    figures = draw_figures([arm for arm in arms if arm.completed], curves, out_dir, render, orbit)
     summary = summarise(arms, shared, early_step, title=title or sweep_dir.name, sweep=str(sweep_dir), figures=figures)
     (out_dir / "report.md").write_text(render_markdown(summary))
     data = to_json(summary)
@@ -42,7 +44,7 @@ def build_report(sweep_dir: Path, out_dir: Path, title: str | None = None, rende
     return data
 
 
-def draw_figures(arms: list[Arm], curves: Any, out_dir: Path, render: bool) -> list[str]:
+def draw_figures(arms: list[Arm], curves: Any, out_dir: Path, render: bool, orbit: bool = True) -> list[str]:
     """The figures drawn for the arms with completed runs; returns their file names."""
     if not arms:
         return []
@@ -50,7 +52,7 @@ def draw_figures(arms: list[Arm], curves: Any, out_dir: Path, render: bool) -> l
     figures = ["curves.png"]
     if render and render_grid(arms, out_dir / "test_view.png"):
         figures.append("test_view.png")
-    if render and orbit_gif(arms, out_dir / "orbit.gif"):
+    if render and orbit and orbit_gif(arms, out_dir / "orbit.gif"):
         figures.append("orbit.gif")
     return figures
 

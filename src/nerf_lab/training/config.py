@@ -47,7 +47,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.n_c", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (coarse samples a ray)"),
     ("sampling.n_f", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (fine samples a ray; 0 = single pass)"),
     ("sampling.perturb", lambda v: isinstance(v, bool), "true or false"),
-    ("sampling.chunk", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (rays a chunk when rendering views)"),
+    ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
     ("data.resolution", lambda v: _is_int(v) and v >= 1, "a positive integer (image width in pixels)"),
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),

@@ -56,6 +56,35 @@ def auto_precision(accelerator: str) -> str:
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
+# `sampling.chunk=null` (auto): rays a chunk when rendering whole views. On a CPU, 8192 rays keep
+# the matrix products efficient in a few hundred MB; on a GPU larger chunks fill the device.
+CPU_RENDER_CHUNK = 8192
+MAX_GPU_RENDER_CHUNK = 65536
+
+
+def render_chunk(device: torch.device, points_per_ray: int, width: int, input_width: int, memory_fraction: float = 0.5) -> int:
+    """Rays a chunk for rendering whole views on `device` (`sampling.chunk=null`).
+
+    CPU: `CPU_RENDER_CHUNK`. CUDA: the largest power of two, at most `MAX_GPU_RENDER_CHUNK`,
+    whose activations fit in `memory_fraction` of the memory this process can still get (free
+    on the device, plus what PyTorch's allocator holds unused). A point is estimated at
+    4 · (input_width + 4 · width) bytes, the encoded input and four activations of the widest
+    layer in float32 (the most a field's forward keeps at once, at a skip concatenation); under
+    bf16 autocast the need is about half. A ray has `points_per_ray` points in its largest pass.
+
+    Example: the paper's fine pass (192 points, width 256, input 63) is 834,816 bytes a ray; an
+    H100 with 78 GB free fits 46,716 such rays in half of it, so it renders 32,768 a chunk.
+    """
+    if device.type != "cuda":
+        return CPU_RENDER_CHUNK
+    free, _ = torch.cuda.mem_get_info(device)
+    available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    bytes_per_ray = points_per_ray * 4 * (input_width + 4 * width)
+    rays = int(memory_fraction * available // bytes_per_ray)
+    chunk = 1 << max(rays, 1).bit_length() - 1  # the power of two at or below
+    return max(1024, min(MAX_GPU_RENDER_CHUNK, chunk))
+
+
 def share_cpu_threads(parallel_jobs: int) -> int:
     """Give this process its share of the CPU when `parallel_jobs` processes run at once (a
     parallel sweep): torch's thread count becomes cores ÷ jobs, so jobs do not fight over

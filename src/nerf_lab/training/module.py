@@ -15,6 +15,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.model import NeRFModel, RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.training.hardware import render_chunk
 from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
@@ -61,7 +62,7 @@ class NeRFLitModule(pl.LightningModule):
         model: NeRFModel,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory,
-        chunk: int = 8192,
+        chunk: int | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -71,7 +72,7 @@ class NeRFLitModule(pl.LightningModule):
         self.model = model
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
-        self.chunk = chunk  # rays a chunk when rendering whole views (sampling.chunk)
+        self.chunk = chunk  # rays a chunk when rendering whole views; None: sized for the device
         self.near, self.far = model.near, model.far
         self.initial_lr: float | None = None  # known once the optimizer is made
 
@@ -83,6 +84,21 @@ class NeRFLitModule(pl.LightningModule):
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
+
+    @property
+    def chunk(self) -> int:
+        """Rays a chunk when rendering whole views: `sampling.chunk`, or when that is null the
+        device's size (`nerf_lab.training.hardware.render_chunk`), chosen once, at first use."""
+        if self._chunk is None:
+            field = self.model.fine_field or self.model.coarse_field
+            width = max(layer.out_features for layer in field.trunk)
+            points = self.model.n_coarse + self.model.n_fine
+            self._chunk = render_chunk(self.device, points, width, field.position_encoding.out_dim)
+        return self._chunk
+
+    @chunk.setter
+    def chunk(self, value: int | None) -> None:
+        self._chunk = value
 
     @property
     def config(self) -> DictConfig:

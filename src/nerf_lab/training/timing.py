@@ -177,11 +177,14 @@ def device_description(device: torch.device) -> str:
 
 def seconds_per_view(model: NeRFModel, views: list[dict[str, torch.Tensor]], chunk: int, bf16: bool) -> float:
     """Mean seconds to render each of `views` whole, `chunk` rays at a time, as evaluation
-    does (after a few rays' warm-up), synchronised with the device."""
+    does, synchronised with the device. The warm-up renders one whole chunk and a short one:
+    compiled fields compile for both shapes there (the second time as dynamic shapes), not in
+    the timed renders."""
     device = model.background.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
-        render_in_chunks(model, RayBundle(views[0]["origins"][:8], views[0]["directions"][:8]), chunk)
+        origins, directions = views[0]["origins"].reshape(-1, 3), views[0]["directions"].reshape(-1, 3)
+        render_in_chunks(model, RayBundle(origins[: chunk + 8], directions[: chunk + 8]), chunk)
         synchronise(device)
         start = time.perf_counter()
         for view in views:
