@@ -95,11 +95,9 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
     below that of the first."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from nerf_lab.training.config import build_datamodule
+    from nerf_lab.training.config import build_datamodule, build_module
     from nerf_lab.training.hardware import auto_precision
-    from nerf_lab.training.module import NeRFLitModule
 
     cfg = make_cfg("trainer.accelerator=gpu", "trainer.max_steps=60", "optim=adam_5e-3")
     losses: list[torch.Tensor] = []
@@ -110,7 +108,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
 
     precision = auto_precision("gpu")
     assert precision == "bf16-mixed"
-    module = NeRFLitModule(OmegaConf.to_container(cfg, resolve=True))
+    module = build_module(cfg)
     trainer = instantiate(
         cfg.trainer, precision=precision, logger=False, callbacks=[RecordLoss()], limit_val_batches=0,
         enable_checkpointing=False,
@@ -172,11 +170,9 @@ def test_render_chunk_follows_free_memory(monkeypatch):
 
 
 def test_a_module_with_chunk_null_renders_in_the_devices_chunks(make_cfg):
-    from omegaconf import OmegaConf
+    from nerf_lab.training.config import build_module
 
-    from nerf_lab.training.module import NeRFLitModule
-
-    module = NeRFLitModule(OmegaConf.to_container(make_cfg("sampling.chunk=null"), resolve=True))
+    module = build_module(make_cfg("sampling.chunk=null"))
     assert module.chunk == 8192  # on the CPU it lives on
     module.chunk = 100  # eval/render's `chunk=` override
     assert module.chunk == 100
