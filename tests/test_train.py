@@ -96,7 +96,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         train(killed)
     last = Path(killed.paths.output_dir) / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, weights_only=False)
+    checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 10
     assert not (Path(killed.paths.output_dir) / "metrics.json").exists()
 
@@ -110,8 +110,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
     # after the resume would be off by 2.7x.)
     assert metrics["steps_per_s"] == pytest.approx(16 / metrics["train_time_s"], rel=0.1)
 
-    final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
-    final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in final_whole["state_dict"].items():
         torch.testing.assert_close(final_resumed["state_dict"][key], value, msg=key)
     adam_whole = final_whole["optimizer_states"][0]["state"][0]

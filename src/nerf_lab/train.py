@@ -26,6 +26,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.callbacks import AtomicCheckpointIO
+from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.module import NeRFLitModule
@@ -94,6 +95,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
     folder (`paths.output_dir`) and return the metrics."""
     validate_config(cfg)
+    if cfg.ckpt_path:
+        check_resumable(cfg)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -121,8 +124,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    # weights_only=False: our checkpoints carry the run's config and random state, not only tensors.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
+    # a plain dict), so resuming unpickles nothing that could run code.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    # (weights_only=False when saving: keep the optimizer state too, so the run can go on.)
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
     if cfg.test:
