@@ -25,6 +25,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.errors import TrainingDiverged
 from nerf_lab.training.callbacks import AtomicCheckpointIO
 from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
@@ -133,6 +134,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.test:
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+
+    not_finite = [f"{key} {value}" for key, value in metrics.items() if not math.isfinite(value)]
+    if not_finite:
+        raise TrainingDiverged(f"{', '.join(not_finite)}: expected finite metrics; the run failed (try a lower optim.lr, now {cfg.optim.lr})")
 
     steps = trainer.global_step - clock.first_step
     metrics.update(

@@ -126,6 +126,8 @@ def check_values(cfg: DictConfig, checks: list[tuple[str, Callable[[Any], bool],
             raise ConfigError(f"{key} could not be read: {error}".splitlines()[0], key=key) from None
         if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
             value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not allowed: expected a finite number, {expected}", key=key)
         if not check(value):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}", key=key)
     for key, value in _numbers(cfg):
