@@ -108,8 +108,8 @@ def test_builtin_scene_has_colour_texture_and_thin_parts():
 @pytest.mark.parametrize("resolution", [96, 32])
 def test_builtin_scene_thin_poles_are_as_wide_in_the_image_as_their_projection(resolution):
     """Where a pole stands against the background, the image row through its axis (a quarter
-    below its top) is covered (alpha summed over the row) by the pole's projected width 2 r f / depth, a few
-    pixels at 96 px and under one at 32 px, in the pole's yellow."""
+    below its top) is covered (alpha summed over the row) by the pole's projected width
+    2 r f / depth: a few pixels at 96 px, under one at 32 px; and it is the pole's yellow."""
     pose = look_at_origin(camera_positions("test")[0])
     image = render_view(pose, resolution)
     focal = focal_from_fov(LEGO_FOV, resolution)
