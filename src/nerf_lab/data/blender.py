@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import struct
@@ -29,14 +28,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from nerf_lab.data.files import read_cached_array, save_array_atomically
 from nerf_lab.errors import DataError
 from nerf_lab.nerf.rays import focal_from_fov
 
 SPLITS = ("train", "val", "test")
 # Bump when the cached array's meaning changes (not when its sources do: they are hashed).
 CACHE_FORMAT = 1
-
-log = logging.getLogger("nerf_lab")
 
 
 @dataclass(frozen=True)
@@ -195,11 +193,11 @@ def load_split(
     index = read_split_index(Path(scene_dir), split)
 
     cache_path = _cache_path(index, resolution, cache_dir) if cache_dir is not None else None
-    premultiplied = _read_cached(cache_path, len(index.frames), resolution) if cache_path is not None else None
+    premultiplied = read_cached_array(cache_path, len(index.frames), resolution) if cache_path is not None else None
     if premultiplied is None:
         premultiplied = _decode_and_resize(index, resolution)
         if cache_path is not None:
-            _save_atomically(cache_path, premultiplied)
+            save_array_atomically(cache_path, premultiplied)
 
     rgba = torch.from_numpy(premultiplied).float()
     images = rgba[..., :3] + (1.0 - rgba[..., 3:]) * torch.tensor(background, dtype=torch.float32)
@@ -271,49 +269,3 @@ def _cache_path(index: SplitIndex, resolution: int, cache_dir: str | Path) -> Pa
     scene = index.json_path.parent.name
     split = index.json_path.stem.removeprefix("transforms_")
     return Path(cache_dir) / f"{scene}-{split}-{resolution}px-{digest.hexdigest()[:16]}.npy"
-
-
-def _read_cached(path: Path, views: int, width: int) -> np.ndarray | None:
-    """The cached array, or None when there is none or it is damaged (truncated, empty, of
-    another shape): a damaged entry is said once, removed, and rebuilt by the caller."""
-    if not path.is_file():
-        return None
-    try:
-        array = np.load(path, allow_pickle=False)
-        if array.dtype != np.float16 or array.ndim != 4 or array.shape[0] != views or array.shape[2:] != (width, 4):
-            raise ValueError(f"an array of {array.dtype} {array.shape}, expected float16 ({views}, height, {width}, 4)")
-    except (OSError, ValueError, EOFError) as error:
-        log.warning("image cache entry %s is damaged (%s): rebuilding it", path, str(error).splitlines()[0] if str(error) else type(error).__name__)
-        path.unlink(missing_ok=True)
-        return None
-    return array
-
-
-def remove_stale_partials(folder: Path, pattern: str = ".*.partial") -> None:
-    """Remove the `*.<pid>.partial` files of writes whose process is gone (killed while
-    writing); a partial of a process still running (a parallel sweep job) is left alone."""
-    for partial in folder.glob(pattern):
-        pid = partial.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or not _process_alive(int(pid)):
-            partial.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(path.parent)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as file:
-        np.save(file, array)
-    os.replace(partial, path)  # readers see the whole array or none of it

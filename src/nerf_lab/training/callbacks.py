@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from nerf_lab.data.blender import remove_stale_partials
+from nerf_lab.data.files import remove_stale_partials
 
 
 class ValidateOnLastStep(pl.Callback):

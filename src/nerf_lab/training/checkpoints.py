@@ -32,7 +32,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise ConfigError(f"{key}={path} does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt", key=key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+    except Exception as error:  # noqa: BLE001 (torch raises many types for a file that is not a checkpoint)
         unsafe = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
         if unsafe:
             raise ConfigError(
