@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile 3 steps of nerf_lab's step, by input shape")
     parser.add_argument("--compile", action="store_true", help="also nerf_lab's step with its fields compiled (compile=true)")
     args = parser.parse_args()
-    from nerf_lab.training.timing import matmul_throughput
     from nerf_lab.training.hardware import keep_freed_memory
+    from nerf_lab.training.timing import matmul_throughput
 
     keep_freed_memory()  # as nerf_lab's commands do; the reference gets the same allocator
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
-from conftest import FAST_OVERRIDES, REPO_ROOT
+from conftest import FAST_OVERRIDES
 
 
 def run(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -118,5 +118,5 @@ def test_compiled_fields_train_and_their_checkpoint_loads_uncompiled(tmp_path, c
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["val/psnr"] > 5
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and not any("_orig_mod" in key for key in state)  # the same keys as an eager model's

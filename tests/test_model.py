@@ -9,7 +9,6 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from nerf_lab.nerf.model import NeRFModel, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle, image_rays
-from nerf_lab.nerf.sampling import stratified_edges
 
 
 class AnalyticField(torch.nn.Module):

@@ -12,7 +12,9 @@ from conftest import lego_dir, requires_lego
 
 from nerf_lab.data.blender import load_split, read_split_index
 from nerf_lab.data.builtin_scene import (
+    SCENE,
     SPLIT_SIZES,
+    Cylinder,
     camera_positions,
     look_at_origin,
     render_view,
@@ -99,10 +101,34 @@ def test_builtin_scene_has_colour_texture_and_thin_parts():
     opaque = image[..., 3] > 0.99
     colours = image[opaque][:, :3]
     assert np.ptp(colours, axis=0).min() > 0.5  # distinct colours, not a grey blob
-    # Thin poles: columns where alpha is 1 only over a few pixels' width.
-    assert (image[..., 3] > 0.5).any()
     fractional = (image[..., 3] > 0.05) & (image[..., 3] < 0.95)
     assert fractional.sum() > 20  # antialiased silhouettes
+
+
+@pytest.mark.parametrize("resolution", [96, 32])
+def test_builtin_scene_thin_poles_are_as_wide_in_the_image_as_their_projection(resolution):
+    """Where a pole stands against the background, the image row through its axis (a quarter
+    below its top) is covered (alpha summed over the row) by the pole's projected width
+    2 r f / depth: a few pixels at 96 px, under one at 32 px; and it is the pole's yellow."""
+    pose = look_at_origin(camera_positions("test")[0])
+    image = render_view(pose, resolution)
+    focal = focal_from_fov(LEGO_FOV, resolution)
+    world_to_camera = np.linalg.inv(pose)
+    poles = [s for s in SCENE if isinstance(s, Cylinder) and s.radius < 0.1]
+    measured = 0
+    for pole in poles:
+        x, y, z, _ = world_to_camera @ np.array([*pole.centre_xy, pole.z_max - 0.25, 1.0])
+        column, row = resolution / 2 + focal * x / -z, int(resolution / 2 - focal * y / -z)
+        window = image[row, max(0, int(column) - 4) : int(column) + 5]
+        if window[0, 3] > 0 or window[-1, 3] > 0:
+            continue  # something else is behind or in front of this pole from here
+        expected_width = 2 * pole.radius * focal / -z
+        assert window[:, 3].sum() == pytest.approx(expected_width, abs=0.5)
+        assert expected_width < (3.0 if resolution == 96 else 1.0)  # thin: a few pixels at most
+        r, g, b = window[window[:, 3] > 0.99, :3].mean(axis=0) if (window[:, 3] > 0.99).any() else window[window[:, 3] > 0, :3].mean(axis=0)
+        assert r > 0.3 and 0.6 * r < g < r and b < 0.2 * r  # the pole's yellow, shaded
+        measured += 1
+    assert measured >= 1  # the test camera sees at least one pole against the background
 
 
 def test_builtin_scene_renders_deterministically(cache_dir, builtin_scene_32px):

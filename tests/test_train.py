@@ -10,7 +10,6 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from nerf_lab.errors import TrainingDiverged
 from nerf_lab.train import train
 from nerf_lab.training.checkpoints import load_trained
 from nerf_lab.training.config import build_module
@@ -97,7 +96,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         train(killed)
     last = Path(killed.paths.output_dir) / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, weights_only=False)
+    checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 10
     assert not (Path(killed.paths.output_dir) / "metrics.json").exists()
 
@@ -111,8 +110,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
     # after the resume would be off by 2.7x.)
     assert metrics["steps_per_s"] == pytest.approx(16 / metrics["train_time_s"], rel=0.1)
 
-    final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
-    final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    final_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    final_resumed = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in final_whole["state_dict"].items():
         torch.testing.assert_close(final_resumed["state_dict"][key], value, msg=key)
     adam_whole = final_whole["optimizer_states"][0]["state"][0]
@@ -129,16 +128,9 @@ def test_checkpoint_alone_rebuilds_the_model(make_cfg):
     module = trained.module
     assert module.model.fine_field is not None and module.model.n_fine == 8
     assert trained.run_config.model.width == 16 and module.model.coarse_field.trunk[0].out_features == 16
-    stored = torch.load(last, weights_only=False)["state_dict"]
+    stored = torch.load(last, weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, stored[key], msg=key)  # the trained weights, not fresh ones
-
-
-def test_a_diverged_loss_stops_with_a_clear_error(make_cfg):
-    module = build_module(make_cfg())
-    module.trainer = pl.Trainer(logger=False)  # global_step 0: a checking step
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 0: .*optim.lr"):
-        module.on_train_batch_end({"loss": torch.tensor(float("nan"))}, {}, 0)
 
 
 def test_bf16_mixed_precision_trains(make_cfg):

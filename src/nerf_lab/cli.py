@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
 from nerf_lab.training.config import CONF_DIR
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.training.runs import record_failure
@@ -83,12 +83,12 @@ def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
     """A `@hydra.main` function as a command that checks the config groups named on the
     command line first."""
 
+    @exit_on_user_error
     def command() -> None:
         quiet_expected_warnings()
         problem = unknown_option_error(sys.argv[1:])
         if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR_EXIT_CODE)
+            raise ConfigError(problem)
         hydra_main()
 
     return command
@@ -114,6 +114,5 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             log.error("job %s failed: %s (details in %s)", hydra_config.job.num, line, run_dir / "error.txt")
             return None
         if isinstance(error, NerfLabError):
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+            raise user_error_exit(error) from None
         raise

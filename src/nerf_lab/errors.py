@@ -18,7 +18,11 @@ class NerfLabError(Exception):
 
 
 class ConfigError(NerfLabError):
-    pass
+    """A config value that does not fit; `key` is the config key that caused it, where known."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(NerfLabError):
@@ -27,6 +31,13 @@ class DataError(NerfLabError):
 
 class TrainingDiverged(NerfLabError):
     """The loss became NaN or infinite."""
+
+
+def user_error_exit(error: NerfLabError) -> SystemExit:
+    """The one exit path for bad input: print `error: <the one line>` on stderr and return the
+    `SystemExit(2)` to raise (`raise user_error_exit(error) from None`, no traceback)."""
+    print(f"error: {error}", file=sys.stderr)
+    return SystemExit(USAGE_ERROR_EXIT_CODE)
 
 
 def exit_on_user_error(main: Callable[[], T]) -> Callable[[], T]:
@@ -39,7 +50,6 @@ def exit_on_user_error(main: Callable[[], T]) -> Callable[[], T]:
         try:
             return main()
         except NerfLabError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+            raise user_error_exit(error) from None
 
     return wrapper

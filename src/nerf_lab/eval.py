@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.checkpoints import load_trained
-from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.config import CONF_DIR, EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.panels import colourise_depth, side_by_side
 from nerf_lab.training.runs import write_json_atomically
@@ -34,6 +34,7 @@ class SaveViews(pl.Callback):
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    check_values(cfg, EVAL_CHECKS)
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
     datamodule = trained.datamodule(cfg.scene_dir, cfg.views)
     output_dir = Path(cfg.paths.output_dir)

@@ -20,11 +20,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.model import render_in_chunks
 from nerf_lab.nerf.rays import focal_from_fov, image_rays, look_at
 from nerf_lab.training.checkpoints import Trained, load_trained
-from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.config import CONF_DIR, RENDER_CHECKS, check_values
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.panels import colourise_depth, side_by_side
 
@@ -67,7 +66,7 @@ def orbit_frames(
     if elevation_deg is None:
         positions = datamodule.cameras("test")[0][:, :3, 3]
         elevation_deg = float(torch.rad2deg(torch.asin(positions[:, 2] / positions.norm(dim=-1))).mean())
-    width = width or data.resolution
+    width = width if width is not None else data.resolution
     focal = focal_from_fov(camera_angle_x, width)
     device = torch.device(device)
     module = trained.module.to(device)
@@ -83,8 +82,7 @@ def orbit_frames(
 
 
 def render_orbit(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.frames < 1 or cfg.fps < 1:
-        raise ConfigError(f"frames={cfg.frames} and fps={cfg.fps} must be positive integers")
+    check_values(cfg, RENDER_CHECKS)
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
     keep_freed_memory()
     accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")

@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.errors import TrainingDiverged
 from nerf_lab.training.callbacks import AtomicCheckpointIO
+from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
@@ -46,6 +48,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
     folder (`paths.output_dir`) and return the metrics."""
     validate_config(cfg)
+    if cfg.ckpt_path:
+        check_resumable(cfg)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -73,13 +77,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    # weights_only=False: our checkpoints carry the run's config and random state, not only tensors.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
+    # a plain dict), so resuming unpickles nothing that could run code.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    # (weights_only=False when saving: keep the optimizer state too, so the run can go on.)
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
     if cfg.test:
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+
+    not_finite = [f"{key} {value}" for key, value in metrics.items() if not math.isfinite(value)]
+    if not_finite:
+        raise TrainingDiverged(f"{', '.join(not_finite)}: expected finite metrics; the run failed (try a lower optim.lr, now {cfg.optim.lr})")
 
     steps = trainer.global_step - clock.first_step
     metrics.update(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from nerf_lab.data.files import read_cached_array, save_array_atomically
 from nerf_lab.errors import DataError
 from nerf_lab.nerf.rays import focal_from_fov
 
@@ -103,6 +105,9 @@ def read_split_index(scene_dir: Path, split: str) -> SplitIndex:
         matrix = frame.get("transform_matrix")
         if not _is_matrix_4x4(matrix):
             raise DataError(f"{where}.transform_matrix must be a 4×4 list of numbers")
+        problem = _pose_problem(matrix)
+        if problem:
+            raise DataError(f"{where}.transform_matrix {problem}: expected a camera-to-world pose (rotation, position; last row 0 0 0 1)")
         path = scene_dir / frame["file_path"]
         if path.suffix.lower() != ".png":
             path = path.with_name(path.name + ".png")
@@ -125,6 +130,49 @@ def _is_matrix_4x4(value: object) -> bool:
     )
 
 
+def _pose_problem(matrix: list[list[float]]) -> str | None:
+    """Why a 4×4 matrix is not a usable camera-to-world pose, or None. (Rays need the rotation
+    part invertible: an all-zero or otherwise singular one puts every ray on one point.)"""
+    pose = np.array(matrix, dtype=np.float64)
+    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        return f"has last row {pose[3].tolist()}"
+    if abs(np.linalg.det(pose[:3, :3])) < 1e-6:
+        return "is singular (its rotation part has determinant 0)"
+    return None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_RGB, PNG_RGBA = 2, 6  # IHDR colour types
+
+
+def check_images(index: SplitIndex, white_background: bool) -> None:
+    """Check every image of a split from its PNG header alone (no decoding): a PNG, 8-bit RGB
+    or RGBA, one size for the split; RGBA when the scene is composited onto white (an RGB image
+    brings its own background, which would be trained on as the object's colour)."""
+    size = None
+    for frame in index.frames:
+        with open(frame.path, "rb") as file:
+            head = file.read(26)
+        if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+            raise DataError(f"{frame.path} is not a PNG image: expected the split's images to be PNGs")
+        width, height = struct.unpack(">II", head[16:24])
+        bit_depth, colour_type = head[24], head[25]
+        if bit_depth != 8 or colour_type not in (PNG_RGB, PNG_RGBA):
+            raise DataError(f"{frame.path}: expected an 8-bit RGB or RGBA PNG, got bit depth {bit_depth}, colour type {colour_type}")
+        if colour_type == PNG_RGB and white_background:
+            raise DataError(
+                f"{frame.path} has no alpha channel, but data.white_background=true composites the object onto white: "
+                "expected RGBA images (or data.white_background=false for images that include their background)"
+            )
+        if size is None:
+            size = (width, height)
+        elif (width, height) != size:
+            raise DataError(
+                f"{frame.path} is {width}×{height}, but the split's first image {index.frames[0].path} is "
+                f"{size[0]}×{size[1]}: expected one size per split"
+            )
+
+
 def load_split(
     scene_dir: str | Path,
     split: str,
@@ -145,12 +193,11 @@ def load_split(
     index = read_split_index(Path(scene_dir), split)
 
     cache_path = _cache_path(index, resolution, cache_dir) if cache_dir is not None else None
-    if cache_path is not None and cache_path.is_file():
-        premultiplied = np.load(cache_path)
-    else:
+    premultiplied = read_cached_array(cache_path, len(index.frames), resolution) if cache_path is not None else None
+    if premultiplied is None:
         premultiplied = _decode_and_resize(index, resolution)
         if cache_path is not None:
-            _save_atomically(cache_path, premultiplied)
+            save_array_atomically(cache_path, premultiplied)
 
     rgba = torch.from_numpy(premultiplied).float()
     images = rgba[..., :3] + (1.0 - rgba[..., 3:]) * torch.tensor(background, dtype=torch.float32)
@@ -222,11 +269,3 @@ def _cache_path(index: SplitIndex, resolution: int, cache_dir: str | Path) -> Pa
     scene = index.json_path.parent.name
     split = index.json_path.stem.removeprefix("transforms_")
     return Path(cache_dir) / f"{scene}-{split}-{resolution}px-{digest.hexdigest()[:16]}.npy"
-
-
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as file:
-        np.save(file, array)
-    os.replace(partial, path)  # readers see the whole array or none of it

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nerf_lab.data.batches import RandomRayBatches, ViewDataset
-from nerf_lab.data.blender import SceneSplit, load_split, read_split_index
+from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.errors import ConfigError, DataError
 
@@ -83,10 +83,11 @@ class BlenderDataModule(pl.LightningDataModule):
         return load_split(self.scene_dir, split, self.resolution, self.background, self.cache_dir / "images")
 
     def check_scene(self) -> None:
-        """Check every split's JSON, that its images exist, and that `resolution` fits them,
-        without decoding any image: bad data fails before a run starts."""
+        """Check every split's JSON and poses, every image's PNG header, and that `resolution`
+        fits them, without decoding any image: bad data fails before a run starts."""
         for split in ("train", "val", "test"):
             index = read_split_index(Path(self.scene_dir), split)
+            check_images(index, self.white_background)
         width = iio.improps(index.frames[0].path).shape[1]
         if self.resolution > width:
             raise DataError(

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from nerf_lab.data.files import remove_stale_partials
+
 
 class ValidateOnLastStep(pl.Callback):
     """Validate after the last training step too, not only every `val_check_interval` steps,
@@ -44,10 +46,13 @@ class StepProgressBar(TQDMProgressBar):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a temporary file and rename it into place: a run killed while
-    saving keeps its previous `last.ckpt` whole, so it can always be resumed."""
+    saving keeps its previous `last.ckpt` whole, so it can always be resumed. The temporary
+    file such a kill leaves behind is removed at the folder's next save."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path.parent)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         super().save_checkpoint(checkpoint, partial, storage_options)
         os.replace(partial, path)

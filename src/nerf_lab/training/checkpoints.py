@@ -1,17 +1,71 @@
-"""A trained model and its scene, from a checkpoint: what evaluation and rendering start from."""
+"""Checkpoints, read without running code; and a trained model with its scene, rebuilt from one.
+
+A nerf_lab checkpoint holds only tensors, numbers, strings and plain containers (the run's
+config is stored as a plain dict), so every read here uses `torch.load(weights_only=True)`:
+a pickle that names any other global (`os.system`, a class of ours) is refused, never called.
+Resuming (`Trainer.fit(ckpt_path=..., weights_only=True)`), `nerf_lab.eval`, `nerf_lab.render`
+and the report's figures all come through here, after `read_checkpoint` checked the file.
+"""
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.training.config import build_datamodule, build_module
+from nerf_lab.training.config import build_datamodule, build_module, build_nerf
 from nerf_lab.training.module import NeRFLitModule
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint's contents, loaded with `weights_only=True` on the CPU; `ConfigError`
+    (one line naming `key` and the file) if it is missing, damaged, not a checkpoint, or holds
+    anything but tensors and plain containers (whose loading could run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={path} does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt", key=key)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises many types for a file that is not a checkpoint)
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if unsafe:
+            raise ConfigError(
+                f"{key}={path} refused: it names {unsafe.group(1)}, and loading it could run code; "
+                "a nerf_lab checkpoint holds only tensors and plain containers",
+                key=key,
+            ) from None
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise ConfigError(f"{key}={path} is damaged or not a checkpoint ({reason}): expected a .ckpt written by nerf_lab.train", key=key) from None
+    config = checkpoint.get("hyper_parameters", {}).get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"{key}={path} is not a nerf_lab checkpoint: expected a run's config and model weights in it", key=key)
+    return checkpoint
+
+
+def check_resumable(cfg: DictConfig) -> None:
+    """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint of a model of the
+    shape this config builds (checked before the run folder is made)."""
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    expected = {f"model.{name}": tensor.shape for name, tensor in build_nerf(cfg).state_dict().items()}
+    stored = {name: tensor.shape for name, tensor in checkpoint["state_dict"].items() if name.startswith("model.")}
+    for name in sorted(expected.keys() | stored.keys()):
+        if expected.get(name) != stored.get(name):
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} holds a model of another shape ({name}: "
+                f"{_shape(stored.get(name))} in the checkpoint, {_shape(expected.get(name))} for this config): "
+                "expected the checkpoint of a run with the same model, encoding and sampling settings"
+            )
+
+
+def _shape(shape: torch.Size | None) -> str:
+    return "absent" if shape is None else "×".join(map(str, shape)) or "scalar"
 
 
 @dataclass
@@ -31,19 +85,17 @@ class Trained:
 
 
 def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path} does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt")
+    """The one way nerf_lab loads a trained model: read by `read_checkpoint` (`weights_only=True`),
+    rebuilt from the run config it kept, then given the trained weights."""
+    checkpoint = read_checkpoint(ckpt_path)
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ConfigError(f"chunk={chunk!r} is not allowed: expected a positive integer (rays a chunk), or null")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        # The module is rebuilt from the run config it kept, then given the trained weights.
         module = build_module(OmegaConf.create(checkpoint["hyper_parameters"]["config"]))
         module.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, TypeError, EOFError, OmegaConfBaseException) as error:
-        raise ConfigError(f"ckpt_path={path} is not a nerf_lab checkpoint: {error}".splitlines()[0]) from None
+    except (RuntimeError, KeyError, TypeError, ValueError, OmegaConfBaseException) as error:
+        raise ConfigError(f"ckpt_path={ckpt_path} could not be rebuilt as a nerf_lab model: {error}".splitlines()[0]) from None
     if chunk is not None:
-        if chunk < 1:
-            raise ConfigError(f"chunk={chunk} is not allowed: expected a positive number of rays")
         module.chunk = chunk
     module.eval()
     return Trained(module, module.config)

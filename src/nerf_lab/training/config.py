@@ -6,13 +6,14 @@ problem is reported as one line naming the key and what it accepts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from nerf_lab.data.batches import RAY_SAMPLING
 from nerf_lab.errors import ConfigError
@@ -30,7 +31,28 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (not a bool): inf and NaN reach no key as a meaningful value."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_positive_int_or_none(value: Any) -> bool:
+    return value is None or (_is_int(value) and value >= 1)
+
+
+# Most frequency bands an encoding may have. Band k computes sin(2^k·p) in float32: p carries a
+# 24-bit mantissa, so for |p| ≈ 1 the phase 2^k·p is known to about 2^(k-23) rad, and from
+# k = 24 the band is rounding noise (its error against float64 averages 0.4 there and 0.8,
+# that of unrelated values, from k = 26; see tests/test_bad_input.py); from k = 127, 2^k·p
+# overflows to inf and sin gives NaN.
+MAX_FREQUENCY_BANDS = 24
+
+
+def _bands_check(what: str) -> tuple[Callable[[Any], bool], str]:
+    expected = (
+        f"an integer in [0, {MAX_FREQUENCY_BANDS}] (frequency bands for {what}; in float32, "
+        f"sin(2^k·p) for k >= {MAX_FREQUENCY_BANDS} is rounding noise and from k = 127 NaN)"
+    )
+    return (lambda v: _is_int(v) and 0 <= v <= MAX_FREQUENCY_BANDS), expected
 
 
 # (key, check, what is expected). Checks see the resolved value.
@@ -40,9 +62,9 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.skips", lambda v: isinstance(v, list) and all(_is_int(s) for s in v), "a list of layer indices, e.g. [4] or []"),
     ("model.view_dependent", lambda v: isinstance(v, bool), "true or false"),
     ("model.density_activation", lambda v: v in DENSITY_ACTIVATIONS, f"one of {', '.join(DENSITY_ACTIVATIONS)}"),
-    ("encoding.position.n_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for positions)"),
+    ("encoding.position.n_freqs", *_bands_check("positions")),
     ("encoding.position.include_input", lambda v: isinstance(v, bool), "true or false"),
-    ("encoding.direction.n_freqs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (frequency bands for directions)"),
+    ("encoding.direction.n_freqs", *_bands_check("directions")),
     ("encoding.direction.include_input", lambda v: isinstance(v, bool), "true or false"),
     ("sampling.n_c", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (coarse samples a ray)"),
     ("sampling.n_f", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (fine samples a ray; 0 = single pass)"),
@@ -60,26 +82,83 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.test_views", lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
     ("optim.lr_final", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
+    (
+        "optim.optimizer.betas",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1), e.g. [0.9, 0.999]",
+    ),
+    ("optim.optimizer.eps", lambda v: _is_number(v) and v > 0, "a small number > 0, e.g. 1e-7"),
     ("trainer.max_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("trainer.val_check_interval", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (steps between validations)"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    ("seed", lambda v: _is_int(v), "an integer"),
+    ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
 ]
+
+
+# The commands that start from a checkpoint: their own keys (the model's come from the checkpoint).
+EVAL_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("ckpt_path", lambda v: isinstance(v, str) and v != "", "a checkpoint, e.g. ckpt_path=<run>/checkpoints/best.ckpt"),
+    ("views", _is_positive_int_or_none, "a positive integer (the first views of the test split), or null for all"),
+    ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
+]
+RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("ckpt_path", lambda v: isinstance(v, str) and v != "", "a checkpoint, e.g. ckpt_path=<run>/checkpoints/best.ckpt"),
+    ("frames", lambda v: _is_int(v) and v >= 1, "a positive integer (frames in the orbit)"),
+    ("fps", lambda v: _is_int(v) and v >= 1, "a positive integer (frames a second)"),
+    ("resolution", _is_positive_int_or_none, "a positive integer (image width in pixels), or null for the training resolution"),
+    ("elevation_deg", lambda v: v is None or (_is_number(v) and -90 < v < 90), "degrees in (-90, 90), or null for the test cameras' mean"),
+    ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
+    ("depth", lambda v: isinstance(v, bool), "true or false"),
+]
+COMMAND_CHECKS = {"train": CHECKS, "eval": EVAL_CHECKS, "render": RENDER_CHECKS}
+
+
+def check_values(cfg: DictConfig, checks: list[tuple[str, Callable[[Any], bool], str]]) -> None:
+    """Raise `ConfigError` naming the key for the first value that does not fit `checks`, or
+    for any number anywhere in `cfg` that is infinite or NaN."""
+    for key, check, expected in checks:
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise ConfigError(f"{key} is not set: expected {expected}", key=key) from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{key} could not be read: {error}".splitlines()[0], key=key) from None
+        if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
+            value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not allowed: expected a finite number, {expected}", key=key)
+        if not check(value):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}", key=key)
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not allowed: expected a finite number", key=key)
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every float in the config, Hydra's own settings excepted (and
+    values that cannot be resolved yet, such as the run folder before it is chosen)."""
+    found: list[tuple[str, float]] = []
+    names = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    for name in names:
+        key = f"{prefix}{name}" if isinstance(node, DictConfig) else f"{prefix.removesuffix('.')}[{name}]"
+        if key == "hydra":
+            continue
+        try:
+            value = node[name]
+        except OmegaConfBaseException:
+            continue
+        if OmegaConf.is_config(value):
+            found += _numbers(value, key + ".")
+        elif isinstance(value, float):
+            found.append((key, value))
+    return found
 
 
 def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
     """Raise `ConfigError` for the first value that does not fit, naming the key; with
     `check_files`, also `DataError` for a missing or malformed scene (no image is decoded)."""
-    for key, check, expected in CHECKS:
-        try:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"{key} could not be read: {error}".splitlines()[0]) from None
-        if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
-            value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
-        if not check(value):
-            raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}")
+    check_values(cfg, CHECKS)
 
     depth, skips = cfg.model.depth, list(cfg.model.skips)
     if any(not 0 <= s <= depth - 2 for s in skips):

@@ -10,26 +10,39 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.errors import NerfLabError, user_error_exit
 from nerf_lab.training.runs import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")
 
 
 class CheckConfigBeforeRun(Callback):
-    """A bad value (`model.depth=0`) or a missing scene ends a single run with one line naming
-    the key, before the run folder exists and before any image is decoded."""
+    """Bad input ends a single run with one line naming the key or file, before the run folder
+    exists and before any image is decoded: a bad value (`model.depth=0`, `optim.lr=inf`), a
+    missing or malformed scene, or a checkpoint that is missing, unsafe, not ours or (to resume
+    from) of another model's shape."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from nerf_lab.training.config import validate_config  # keeps `--help` fast
-
-        if config.get("task_name") != "train":
-            return
         try:
-            validate_config(config, check_files=True)
+            check_before_run(config)
         except NerfLabError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+            raise user_error_exit(error) from None
+
+
+def check_before_run(config: DictConfig) -> None:
+    """Every check a command's config gets before anything is written."""
+    # Imported here: keeps `--help` fast.
+    from nerf_lab.training.checkpoints import check_resumable, read_checkpoint
+    from nerf_lab.training.config import COMMAND_CHECKS, check_values, validate_config
+
+    task = config.get("task_name")
+    if task == "train":
+        validate_config(config, check_files=True)
+        if config.get("ckpt_path"):
+            check_resumable(config)
+    elif task in COMMAND_CHECKS:
+        check_values(config, COMMAND_CHECKS[task])
+        read_checkpoint(config.ckpt_path)
 
 
 class SweepSummary(Callback):

@@ -84,6 +84,9 @@ class NeRFLitModule(pl.LightningModule):
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
+        # True on the device once any step's loss was NaN or infinite; read (a device sync)
+        # only at the logging interval and when training ends.
+        self.loss_was_not_finite: torch.Tensor | None = None
 
     @property
     def chunk(self) -> int:
@@ -121,19 +124,26 @@ class NeRFLitModule(pl.LightningModule):
         # sync_dist: with data-parallel ranks the logged values are means over all of them.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True, sync_dist=True)
+        not_finite = ~torch.isfinite(loss.detach())
+        flag = self.loss_was_not_finite
+        self.loss_was_not_finite = not_finite if flag is None else flag | not_finite
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        # A diverged run is stopped with a clear error, checked at the logging interval only
-        # (each check waits for the device).
+        # A diverged run stops with a clear error: every step's loss counts, but the flag is
+        # read at the logging interval only (each read waits for the device) and at the end.
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            loss = outputs["loss"]
-            if not torch.isfinite(loss):
-                now = "" if self.initial_lr is None else f", now {self.initial_lr}"
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at step {self.global_step}: "
-                    f"expected a finite loss (try a lower optim.lr{now})"
-                )
+            self._stop_if_the_loss_was_not_finite()
+
+    def on_train_end(self) -> None:
+        self._stop_if_the_loss_was_not_finite()
+
+    def _stop_if_the_loss_was_not_finite(self) -> None:
+        if self.loss_was_not_finite is not None and bool(self.loss_was_not_finite):
+            raise TrainingDiverged(
+                f"the loss was NaN or infinite by step {self.global_step}: "
+                f"expected a finite loss (try a lower optim.lr{'' if self.initial_lr is None else f', now {self.initial_lr}'})"
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.make_optimizer(self.model.parameters())

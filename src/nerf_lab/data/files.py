@@ -1,0 +1,59 @@
+"""Files written so that an interruption never leaves damage a user must repair: arrays and
+checkpoints are written to `.<name>.<pid>.partial` and renamed into place; partials of killed
+writers are removed at the next write; a damaged cached array is said once and rebuilt."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("nerf_lab")
+
+
+def read_cached_array(path: Path, views: int, width: int) -> np.ndarray | None:
+    """The cached array, or None when there is none or it is damaged (truncated, empty, of
+    another shape): a damaged entry is said once, removed, and rebuilt by the caller."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+        if array.dtype != np.float16 or array.ndim != 4 or array.shape[0] != views or array.shape[2:] != (width, 4):
+            raise ValueError(f"an array of {array.dtype} {array.shape}, expected float16 ({views}, height, {width}, 4)")
+    except (OSError, ValueError, EOFError) as error:
+        log.warning("image cache entry %s is damaged (%s): rebuilding it", path, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        path.unlink(missing_ok=True)
+        return None
+    return array
+
+
+def remove_stale_partials(folder: Path, pattern: str = ".*.partial") -> None:
+    """Remove the `*.<pid>.partial` files of writes whose process is gone (killed while
+    writing); a partial of a process still running (a parallel sweep job) is left alone."""
+    for partial in folder.glob(pattern):
+        pid = partial.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or not _process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def save_array_atomically(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path.parent)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as file:
+        np.save(file, array)
+    os.replace(partial, path)  # readers see the whole array or none of it

@@ -1,0 +1,151 @@
+"""Checkpoints are read without running code, everywhere one is read; a bad checkpoint is one
+line naming the file, exit status 2, before anything is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_OVERRIDES
+from user_commands import one_line_error, run_command
+
+from nerf_lab.errors import ConfigError
+
+
+class Payload:
+    """Unpickling this calls os.system: it creates `marker`, if anything runs it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir) -> Path:
+    folder = tmp_path_factory.mktemp("ckpt")
+    result = run_command("nerf_lab.train", *FAST_OVERRIDES, "hydra.run.dir=run", cwd=folder, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
+@pytest.fixture
+def crafted(trained_run, tmp_path) -> tuple[Path, Path]:
+    """A real checkpoint of the trained run with the payload inside, and the payload's marker."""
+    marker = tmp_path / "payload-ran"
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["callbacks"]["extra"] = Payload(marker)
+    path = tmp_path / "shared-lego.ckpt"
+    torch.save(checkpoint, path)
+    return path, marker
+
+
+def test_the_crafted_checkpoint_would_run_its_payload_if_unpickled_unsafely(crafted):
+    path, marker = crafted
+    torch.load(path, weights_only=False)  # what every reader did before
+    assert marker.exists()
+
+
+def test_our_checkpoints_hold_only_what_a_safe_load_accepts(trained_run):
+    for name in ("last.ckpt", "best.ckpt"):
+        checkpoint = torch.load(trained_run / "checkpoints" / name, weights_only=True)
+        assert isinstance(checkpoint["hyper_parameters"]["config"], dict)
+
+
+@pytest.mark.parametrize(
+    ("module", "arguments"),
+    [
+        ("nerf_lab.eval", ["accelerator=cpu"]),
+        ("nerf_lab.render", ["frames=2", "accelerator=cpu"]),
+        ("nerf_lab.train", [*FAST_OVERRIDES]),  # resume
+    ],
+)
+def test_every_command_refuses_a_checkpoint_that_would_run_code(crafted, tmp_path, cache_dir, module, arguments):
+    path, marker = crafted
+    result = run_command(module, f"ckpt_path={path}", *arguments, "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
+    line = one_line_error(result)
+    assert line.startswith(f"error: ckpt_path={path} refused: it names posix.system"), line
+    assert not marker.exists()  # the payload did not run
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_the_reports_loader_refuses_it_too(crafted):
+    from nerf_lab.training.checkpoints import load_trained
+
+    path, marker = crafted
+    with pytest.raises(ConfigError, match="refused: it names posix.system"):
+        load_trained(path)
+    assert not marker.exists()
+
+
+def _truncated(trained_run: Path, folder: Path) -> Path:
+    data = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    path = folder / "truncated.ckpt"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _text(trained_run: Path, folder: Path) -> Path:
+    path = folder / "notes.ckpt"
+    path.write_text("not a checkpoint\n")
+    return path
+
+
+def _not_ours(trained_run: Path, folder: Path) -> Path:
+    path = folder / "weights.ckpt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    return path
+
+
+BAD_FILES = [(_truncated, "is damaged or not a checkpoint"), (_text, "is damaged or not a checkpoint"), (_not_ours, "is not a nerf_lab checkpoint")]
+
+
+@pytest.mark.parametrize(("make", "expected"), BAD_FILES)
+def test_a_file_that_is_not_a_whole_nerf_lab_checkpoint_is_refused_by_the_loader(trained_run, tmp_path, make, expected):
+    from nerf_lab.training.checkpoints import load_trained
+
+    path = make(trained_run, tmp_path)
+    with pytest.raises(ConfigError, match=f"^ckpt_path={path} {expected}"):
+        load_trained(path)
+
+
+# Each command once, each kind of bad file once: the commands share the check above.
+@pytest.mark.parametrize(
+    ("module", "make", "expected"),
+    [("nerf_lab.eval", *BAD_FILES[1]), ("nerf_lab.render", *BAD_FILES[0]), ("nerf_lab.train", *BAD_FILES[2])],
+)
+def test_a_bad_checkpoint_file_given_to_a_command_is_one_line(trained_run, tmp_path, cache_dir, module, make, expected):
+    path = make(trained_run, tmp_path)
+    extra = FAST_OVERRIDES if module == "nerf_lab.train" else ["accelerator=cpu"]
+    result = run_command(module, f"ckpt_path={path}", *extra, "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
+    line = one_line_error(result)
+    assert line.startswith(f"error: ckpt_path={path} {expected}"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
+    result = run_command("nerf_lab.train", *FAST_OVERRIDES, "ckpt_path=/no/such.ckpt", "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
+    assert one_line_error(result).startswith("error: ckpt_path=/no/such.ckpt does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_a_model_of_another_shape_is_one_line(trained_run, tmp_path, cache_dir):
+    path = trained_run / "checkpoints" / "last.ckpt"
+    result = run_command(
+        "nerf_lab.train", *FAST_OVERRIDES, "model.width=32", f"ckpt_path={path}", "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir
+    )
+    line = one_line_error(result)
+    assert line.startswith(f"error: ckpt_path={path} holds a model of another shape (model.coarse_field."), line
+    assert "128" in line and "32" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_real_checkpoint_resumes_with_the_safe_load(trained_run, tmp_path, cache_dir):
+    path = trained_run / "checkpoints" / "last.ckpt"
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith("trainer.max_steps")]
+    result = run_command("nerf_lab.train", *overrides, "trainer.max_steps=14", f"ckpt_path={path}", "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"steps": 14' in (tmp_path / "out" / "metrics.json").read_text()

@@ -1,0 +1,75 @@
+"""Scene problems found before the run folder exists, from the JSON and the PNG headers: one
+line naming the file, exit status 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+from conftest import FAST_OVERRIDES
+from user_commands import one_line_error, run_command
+
+from nerf_lab.data.datamodule import BlenderDataModule
+from nerf_lab.errors import DataError
+
+
+@pytest.fixture
+def scene(tmp_path, builtin_scene_32px) -> Path:
+    copy = tmp_path / "scene"
+    shutil.copytree(builtin_scene_32px, copy)
+    return copy
+
+
+def _zero_pose(scene: Path) -> None:
+    meta = json.loads((scene / "transforms_train.json").read_text())
+    meta["frames"][3]["transform_matrix"] = [[0.0] * 4 for _ in range(4)]
+    (scene / "transforms_train.json").write_text(json.dumps(meta))
+
+
+def _singular_pose(scene: Path) -> None:
+    meta = json.loads((scene / "transforms_val.json").read_text())
+    meta["frames"][1]["transform_matrix"][0][:3] = [0.0, 0.0, 0.0]  # a zero row: no rotation
+    (scene / "transforms_val.json").write_text(json.dumps(meta))
+
+
+def _text_among_pngs(scene: Path) -> None:
+    (scene / "test" / "r_2.png").write_text("not an image\n")
+
+
+def _rgb_without_alpha(scene: Path) -> None:
+    path = scene / "train" / "r_6.png"
+    iio.imwrite(path, iio.imread(path)[..., :3])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_zero_pose, r"transforms_train.json: frames\[3\].transform_matrix has last row \[0.0, 0.0, 0.0, 0.0\]"),
+        (_singular_pose, r"transforms_val.json: frames\[1\].transform_matrix is singular"),
+        (_text_among_pngs, r"test/r_2.png is not a PNG image"),
+        (_rgb_without_alpha, r"train/r_6.png has no alpha channel, but data.white_background=true"),
+    ],
+)
+def test_the_scene_check_refuses_what_cannot_be_trained_on(scene, damage, message):
+    damage(scene)
+    with pytest.raises(DataError, match=message) as caught:
+        BlenderDataModule(str(scene), resolution=32).check_scene()
+    assert "\n" not in str(caught.value)
+
+
+def test_an_rgb_scene_is_accepted_on_a_black_background(scene):
+    _rgb_without_alpha(scene)
+    BlenderDataModule(str(scene), resolution=32, white_background=False).check_scene()
+
+
+@pytest.mark.parametrize("damage", [_zero_pose, _text_among_pngs, _rgb_without_alpha])
+def test_train_refuses_the_scene_with_one_line_and_no_run_folder(scene, tmp_path, cache_dir, damage):
+    damage(scene)
+    result = run_command(
+        "nerf_lab.train", *FAST_OVERRIDES, "data=blender", f"data.scene_dir={scene}", "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir
+    )
+    assert one_line_error(result).startswith(f"error: {scene}")
+    assert not (tmp_path / "run").exists()

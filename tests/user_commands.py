@@ -1,0 +1,23 @@
+"""Running nerf_lab's commands as a user does (a subprocess), for tests whose point is the exit
+status, the printed line or the files left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_command(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NERF_LAB_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error line of a command refused with exit status 2 and no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1]
