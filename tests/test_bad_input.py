@@ -21,9 +21,9 @@ from nerf_lab.training.config import MAX_FREQUENCY_BANDS, check_values
         (["optim.lr=inf"], "optim.lr=inf is not allowed: expected a finite number, a learning rate > 0"),
         (["data.far=inf"], "data.far=inf is not allowed: expected a finite number, a depth > data.near"),
         (["data.near=nan"], "data.near=nan is not allowed: expected a finite number, a depth >= 0"),
-        (["encoding.n_freqs=200"], f"encoding.n_freqs=200 is not allowed: expected an integer in [0, {MAX_FREQUENCY_BANDS}]"),
-        (["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)"),
-        (["optim.eps=0"], "optim.eps=0 is not allowed: expected a small number > 0"),
+        (["encoding.position.n_freqs=200"], f"encoding.position.n_freqs=200 is not allowed: expected an integer in [0, {MAX_FREQUENCY_BANDS}]"),
+        (["optim.optimizer.betas=[0.9,1.5]"], "optim.optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)"),
+        (["optim.optimizer.eps=0"], "optim.optimizer.eps=0 is not allowed: expected a small number > 0"),
         (["seed=-1"], "seed=-1 is not allowed: expected an integer in [0, 2^32)"),
     ],
 )
