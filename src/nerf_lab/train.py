@@ -30,9 +30,9 @@ from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.module import NeRFLitModule
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
-from nerf_lab.training.tensorboard import log_hparams
+from nerf_lab.training.tensorboard import describe_run, log_run_figures
 
-# The keys a run reports, in metrics.json, in the sweep table and in TensorBoard's HPARAMS tab.
+# The keys a run reports, in metrics.json and in the sweep table.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
 
 
@@ -120,6 +120,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )
 
+    describe_run(logger, cfg, precision=str(trainer.precision))
+
     started = time.perf_counter()
     # weights_only=False: our checkpoints carry the run's config and random state, not only tensors.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
@@ -143,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
     )
     if trainer.is_global_zero:
-        log_hparams(logger, cfg, metrics)
+        log_run_figures(logger, metrics, step=trainer.global_step)
         write_json_atomically(output_dir / METRICS_FILE, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics

@@ -67,8 +67,8 @@ class Arm:
         return [
             job
             for job in self.completed
-            if "test/psnr_background" in job.metrics
-            and job.metrics.get("test/psnr", math.inf) <= job.metrics["test/psnr_background"] + WHITE_MINIMUM_MARGIN
+            if "test/psnr_blank_image" in job.metrics
+            and job.metrics.get("test/psnr", math.inf) <= job.metrics["test/psnr_blank_image"] + WHITE_MINIMUM_MARGIN
         ]
 
     @property
