@@ -19,8 +19,9 @@ from torch import Tensor
 
 # Smallest tile side in pixels: a 100 px view is shown 3× (300 px), a 32 px one 8×.
 MIN_TILE = 256
-LABEL_HEIGHT = 22
-BAR_HEIGHT = 30  # the colour bar (10 px) and its numbers
+# Sized to stay legible where TensorBoard shrinks a panel to its card (about 340 px wide).
+LABEL_HEIGHT = 30
+BAR_HEIGHT = 38  # the colour bar (12 px) and its numbers
 
 
 def colourise_depth(
@@ -66,12 +67,12 @@ def labelled_grid(tiles: list[Tile], columns: int) -> np.ndarray:
     row_heights = [LABEL_HEIGHT + tile_h + (BAR_HEIGHT if any(t.bar for t in row) else 0) for row in rows]
     gap = 4
     canvas = Image.new("RGB", (columns * tile_w + (columns - 1) * gap + 2, sum(row_heights) + 1), "white")
-    draw, font, small = ImageDraw.Draw(canvas), _font(15), _font(12)
+    draw, font, small = ImageDraw.Draw(canvas), _font(22), _font(18)
     top = 0
     for row, row_height in zip(rows, row_heights):
         for column, tile in enumerate(row):
             left = 1 + column * (tile_w + gap)
-            draw.text((left + 2, top + 3), tile.label, fill="black", font=font)
+            draw.text((left + 2, top + 2), tile.label, fill="black", font=font)
             scaled = Image.fromarray(tile.image).resize((tile_w, tile_h), Image.NEAREST)
             canvas.paste(scaled, (left, top + LABEL_HEIGHT))
             # A hairline frame: a white background would otherwise merge with the page.
@@ -79,10 +80,10 @@ def labelled_grid(tiles: list[Tile], columns: int) -> np.ndarray:
             if tile.bar is not None:
                 colours, low, high = tile.bar
                 bar_top = top + LABEL_HEIGHT + tile_h + 4
-                strip = Image.fromarray(np.repeat(colours[None], 10, axis=0)).resize((tile_w, 10), Image.NEAREST)
+                strip = Image.fromarray(colours[None]).resize((tile_w, 12), Image.NEAREST)
                 canvas.paste(strip, (left, bar_top))
-                draw.text((left, bar_top + 11), low, fill="black", font=small)
-                draw.text((left + tile_w - draw.textlength(high, font=small), bar_top + 11), high, fill="black", font=small)
+                draw.text((left, bar_top + 13), low, fill="black", font=small)
+                draw.text((left + tile_w - draw.textlength(high, font=small), bar_top + 13), high, fill="black", font=small)
         top += row_height
     return np.asarray(canvas)
 

@@ -8,7 +8,7 @@ running or failed job is in the table too. The metric columns are tags the run w
 at the end (`train/steps_per_s`, `train/time_s`, `train/parameters`); no scalar is copied.
 TensorBoard takes the experiment from whichever run it reads first, so every job of a sweep
 writes the same one: the keys the sweep varies lead the list (marked `differs`, which the
-HPARAMS tab shows first, five columns ticked) and name the trial (`model.depth=2 (07-31-02/0)`).
+HPARAMS tab shows first, five columns ticked) and name the trial (`depth=2 n_c=16 (07-31-02/0)`).
 """
 
 from __future__ import annotations
@@ -109,10 +109,15 @@ def swept_keys(sweep_overrides: list[str]) -> list[str]:
 
 
 def trial_name(varied: list[str], overrides: list[str], where: str) -> str:
-    """`model.depth=2, sampling.n_c=8 (07-31-02/0)`: the job's values of what varies first,
-    then where the run is (which also keeps two sweeps' jobs apart)."""
-    values = [o for o in overrides if _key_of(o) in varied]
-    return f"{', '.join(values) or 'defaults'} ({where})"
+    """`depth=2 n_c=16 (07-31-02/0)`: the job's values of what varies, by the keys' last part
+    (HPARAMS cuts the trial column at about 15 characters), then where the run is, which also
+    keeps two sweeps' jobs apart."""
+    values = [o.split("=", 1) for o in overrides if _key_of(o) in varied]
+    short = [key.rsplit(".", 1)[-1] for key, _ in values]
+    if len(set(short)) < len(short):  # two keys end alike: keep them whole
+        short = [key for key, _ in values]
+    named = " ".join(f"{key}={value}" for key, (_, value) in zip(short, values))
+    return f"{named or 'defaults'} ({where})"
 
 
 def _hydra_context(cfg: DictConfig) -> tuple[dict[str, Any], list[str], list[str], str]:
