@@ -77,8 +77,21 @@ def test_the_swept_keys_name_the_trial():
     varied = swept_keys(["model.depth=2,4", "data.resolution=32", "seed=range(0,3)", "model=tiny,original", "paths.output_dir=x,y"])
     assert varied == ["model.depth", "seed", "model"]  # paths say where, not what
     job = ["model.depth=4", "data.resolution=32", "seed=1", "model=original"]
-    assert trial_name(varied, job, "07-31-02/5") == "model.depth=4, seed=1, model=original (07-31-02/5)"
+    assert trial_name(varied, job, "07-31-02/5") == "depth=4 seed=1 model=original (07-31-02/5)"
+    # Keys that end alike stay whole.
+    assert trial_name(["model.depth", "field.depth"], ["model.depth=4", "field.depth=2"], "x/0") == "model.depth=4 field.depth=2 (x/0)"
     assert trial_name([], [], "2026-11-26/07-31-02") == "defaults (2026-11-26/07-31-02)"
+
+
+def test_a_sweep_job_folder_leads_with_the_swept_keys(tmp_path):
+    from nerf_lab.cli import job_dir_name
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: ['data.resolution=64', 'model.skips=[2,3]', 'sampling.n_c=16,32', 'model.depth=2,4']\n"
+    )
+    dirname = "data.resolution=64,model.depth=2,model.skips=[2,3],sampling.n_c=32"  # Hydra sorts the keys
+    assert job_dir_name(3, dirname, str(tmp_path)) == "3_model.depth=2,sampling.n_c=32,data.resolution=64,model.skips=[2,3]"
+    assert job_dir_name(3, dirname, str(tmp_path / "elsewhere")) == f"3_{dirname}"  # no record: as Hydra names it
 
 
 def test_a_view_panel_shows_each_pixel_as_a_sharp_block_under_its_label():
@@ -140,6 +153,7 @@ def test_tensorboard_serves_a_two_job_sweep_as_a_researcher_reads_it(tmp_path, c
         assert len(scalar_tags) == 2, f"TensorBoard did not load both runs within 60 s: {scalar_tags}"
 
         for run_name, tags in scalar_tags.items():
+            assert run_name.split("_", 1)[1].startswith("model.depth=")  # the swept key leads the run's name
             assert {tag.split("/")[0] for tag in tags} == {"train", "val", "test"}
             assert {"train/lr", "train/psnr", "val/psnr", "test/psnr_blank_image"} <= set(tags)
             points = _get(f"{base}/scalars/scalars?run={urllib.parse.quote(run_name)}&tag=val/psnr")
@@ -163,9 +177,9 @@ def test_tensorboard_serves_a_two_job_sweep_as_a_researcher_reads_it(tmp_path, c
             {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
              "colParams": [], "startIndex": 0, "sliceSize": 10},
         )["sessionGroups"]
-        assert sorted(group["name"] for group in groups) == ["model.depth=2 (sweep/0)", "model.depth=4 (sweep/1)"]
+        assert sorted(group["name"] for group in groups) == ["depth=2 (sweep/0)", "depth=4 (sweep/1)"]
         for group in groups:
-            assert group["hparams"]["model.depth"] == float(group["name"][len("model.depth=")])
+            assert group["hparams"]["model.depth"] == float(group["name"][len("depth=")])
             assert {value["name"]["tag"] for value in group["metricValues"]} == METRIC_TAGS  # every column filled
     finally:
         server.terminate()
