@@ -160,12 +160,13 @@ def hparams_summaries(knobs: dict[str, Any], varied: list[str], trial: str) -> l
 
 
 def custom_scalars_layout() -> dict[str, Any]:
-    """Custom Scalars tab: training and validation PSNR (and loss) on one chart each."""
+    """Custom Scalars tab: training and validation PSNR on one chart; the loss and the rate.
+    (The tags are regular expressions: anchored, `val/psnr` leaves out `val/psnr_best`.)"""
     return {
         "NeRF": {
-            "PSNR (dB): train/psnr and val/psnr": ["Multiline", ["train/psnr", "val/psnr"]],
-            "loss": ["Multiline", ["train/loss"]],
-            "learning rate": ["Multiline", ["train/lr"]],
+            "PSNR (dB): train/psnr and val/psnr": ["Multiline", ["^train/psnr$", "^val/psnr$"]],
+            "train/loss": ["Multiline", ["^train/loss$"]],
+            "train/lr": ["Multiline", ["^train/lr$"]],
         }
     }
 
