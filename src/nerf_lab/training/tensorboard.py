@@ -178,10 +178,12 @@ def describe_run(logger: Any, cfg: DictConfig, precision: str) -> dict[str, Any]
     choices, overrides, varied, where = _hydra_context(cfg)
     knobs = run_knobs(cfg, choices, overrides, precision)
     varied = [key for key in varied if key in knobs]
-    writer = logger.experiment  # a no-op stand-in on data-parallel ranks other than 0
-    if hasattr(writer, "add_custom_scalars"):
+    writer = logger.experiment
+    # On data-parallel ranks other than 0 the writer is a stand-in whose methods return None.
+    file_writer = writer._get_file_writer()
+    if file_writer is not None:
         for summary in hparams_summaries(knobs, varied, trial_name(varied, overrides, where)):
-            writer._get_file_writer().add_summary(summary)
+            file_writer.add_summary(summary)
         writer.add_custom_scalars(custom_scalars_layout())
         writer.flush()
     return knobs
