@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from conftest import FAST_OVERRIDES
+
+from nerf_lab.training.panels import LABEL_HEIGHT
 
 
 def run(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -66,8 +69,19 @@ def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir
     assert metrics["psnr"] == pytest.approx(sum(v["psnr"] for v in metrics["views"]) / 2, rel=1e-5)
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["psnr"] == pytest.approx(trained["test/psnr"], abs=0.05)  # same model, same views
-    image = iio.imread(tmp_path / "eval" / "views" / "000.png")
-    assert image.shape == (32, 96, 3)
+    # Plain files named by view, for other metric tools: they hold what was scored.
+    folder = tmp_path / "eval"
+    prediction, truth = iio.imread(folder / "pred" / "r_0.png"), iio.imread(folder / "gt" / "r_0.png")
+    assert prediction.shape == truth.shape == (32, 32, 3)
+    mse = np.mean((prediction / 255.0 - truth / 255.0) ** 2)
+    assert -10 * np.log10(mse) == pytest.approx(metrics["views"][0]["psnr"], abs=0.1)  # 8-bit rounding
+    depth = np.load(folder / "depth" / "r_0.npy")
+    assert depth.shape == (32, 32) and depth.dtype == np.float32 and ((2.0 <= depth) & (depth <= 6.0)).all()
+    # The labelled panel: prediction | ground truth | depth, each 32 px view shown 8x, the
+    # first tile the prediction itself, pixel for pixel.
+    panel = iio.imread(folder / "views" / "000.png")
+    assert panel.shape[1] > 3 * 256
+    np.testing.assert_array_equal(panel[LABEL_HEIGHT : LABEL_HEIGHT + 256 : 8, 1 : 1 + 256 : 8], prediction)
 
 
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):

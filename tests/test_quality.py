@@ -20,9 +20,9 @@ def test_tiny_model_learns_the_builtin_scene(make_cfg):
             "trainer.val_check_interval=300",
         )
     )
-    # An image of nothing but the white background scores test/psnr_background; a model that
+    # An image of nothing but the white background scores test/psnr_blank_image; a model that
     # learned the scene's shape and colours must do far better.
-    assert metrics["test/psnr"] > metrics["test/psnr_background"] + 6.0
+    assert metrics["test/psnr"] > metrics["test/psnr_blank_image"] + 6.0
     assert metrics["test/ssim"] > 0.6
 
 
@@ -34,4 +34,4 @@ def test_tiny_lego_recipe_reaches_24_db(make_cfg):
     metrics = train(make_cfg("experiment=tiny_lego", "trainer.enable_progress_bar=false", fast=False))
     assert metrics["steps"] == 2400
     assert metrics["test/psnr"] >= 24.0
-    assert metrics["test/psnr"] > metrics["test/psnr_background"] + 10.0  # not the white minimum
+    assert metrics["test/psnr"] > metrics["test/psnr_blank_image"] + 10.0  # not the white minimum

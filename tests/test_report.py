@@ -66,7 +66,7 @@ def arm(name, values, background=None):
     for seed, value in enumerate(values):
         metrics = {"test/psnr": value, EARLY_KEY: value - 3}
         if background is not None:
-            metrics["test/psnr_background"] = background
+            metrics["test/psnr_blank_image"] = background
         jobs.append(JobResult(Path(f"{name}_{seed}"), [f"x={name}", f"seed={seed}"], "completed", metrics))
     return Arm(f"x={name}", jobs)
 

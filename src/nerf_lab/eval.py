@@ -1,7 +1,10 @@
 """Evaluate a checkpoint on its scene's test split: `python -m nerf_lab.eval ckpt_path=<file>`.
 
-Writes, into the run folder: `views/<n>.png` (prediction | ground truth | depth) and
-`metrics.json` with PSNR and SSIM for every view and their means.
+Writes, into the run folder: `views/<n>.png` (prediction | ground truth | depth, labelled);
+for other metric tools (LPIPS, FLIP), each view's plain prediction `pred/<view>.png`, its ground
+truth `gt/<view>.png` and its depth `depth/<view>.npy` (float32, scene units; where nothing was
+hit, far), named after the split's image (`r_0`); and `metrics.json` with PSNR and SSIM for
+every view and their means.
 """
 
 from __future__ import annotations
@@ -11,26 +14,38 @@ from typing import Any
 
 import hydra
 import imageio.v3 as iio
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.checkpoints import load_trained
 from nerf_lab.training.config import CONF_DIR, EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
-from nerf_lab.training.panels import colourise_depth, side_by_side
+from nerf_lab.training.panels import comparison_strip, to_uint8
 from nerf_lab.training.runs import write_json_atomically
 
 
 class SaveViews(pl.Callback):
-    """Writes each rendered view as prediction | ground truth | depth."""
+    """Writes each rendered view as a labelled panel, and as plain files named by view."""
 
     def __init__(self, folder: Path, near: float, far: float) -> None:
         self.folder, self.near, self.far = folder, near, far
+        for name in ("views", "pred", "gt", "depth"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
-        depth = colourise_depth(outputs["depth"].float(), outputs["opacity"].float(), self.near, self.far)
-        iio.imwrite(self.folder / f"{int(batch['view']):03d}.png", side_by_side(outputs["rgb"], batch["rgb"], depth))
+        view = int(batch["view"])
+        name = Path(trainer.datamodule.splits["test"].file_paths[view]).stem  # r_0, as the data set names it
+        prediction = outputs["rgb"].float().clamp(0, 1)
+        depth, opacity = outputs["depth"].float(), outputs["opacity"].float()
+        psnr = float(-10 * torch.log10(torch.mean((prediction - batch["rgb"].float()) ** 2)))
+        panel = comparison_strip(prediction, batch["rgb"], depth, opacity, self.near, self.far, f"prediction ({name}), {psnr:.2f} dB")
+        iio.imwrite(self.folder / "views" / f"{view:03d}.png", panel)
+        iio.imwrite(self.folder / "pred" / f"{name}.png", to_uint8(prediction))
+        iio.imwrite(self.folder / "gt" / f"{name}.png", to_uint8(batch["rgb"]))
+        np.save(self.folder / "depth" / f"{name}.npy", depth.cpu().numpy().astype(np.float32))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -38,12 +53,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
     datamodule = trained.datamodule(cfg.scene_dir, cfg.views)
     output_dir = Path(cfg.paths.output_dir)
-    views_dir = output_dir / "views"
-    views_dir.mkdir(parents=True, exist_ok=True)
 
     keep_freed_memory()
     precision = auto_precision(cfg.accelerator) if cfg.precision == "auto" else cfg.precision
-    saver = SaveViews(views_dir, trained.run_config.data.near, trained.run_config.data.far)
+    saver = SaveViews(output_dir, trained.run_config.data.near, trained.run_config.data.far)
     trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False, callbacks=[saver])
     trainer.test(trained.module, datamodule=datamodule, verbose=False)
 

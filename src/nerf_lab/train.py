@@ -30,10 +30,10 @@ from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
-from nerf_lab.training.tensorboard import log_hparams
+from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
 
-# The keys a run reports, in metrics.json, in the sweep table and in TensorBoard's HPARAMS tab.
+# The keys a run reports, in metrics.json and in the sweep table.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
 
 
@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )
 
+    describe_run(logger, cfg, precision=str(trainer.precision))
+
     started = time.perf_counter()
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
     # a plain dict), so resuming unpickles nothing that could run code.
@@ -105,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
     )
     if trainer.is_global_zero:
-        log_hparams(logger, cfg, metrics)
+        log_run_figures(logger, metrics, step=trainer.global_step)
         write_json_atomically(output_dir / METRICS_FILE, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics

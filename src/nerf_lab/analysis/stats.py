@@ -28,6 +28,15 @@ WHITE_MINIMUM_MARGIN = 1.0
 RUN_ONLY_KEYS = ("ckpt_path", "hydra", "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 
+def blank_image_psnr(job: JobResult) -> float | None:
+    """The test PSNR of an image of nothing but the background (the white-minimum floor), under
+    its name since issue 14, `test/psnr_blank_image`, or its older one, `test/psnr_background`."""
+    for key in ("test/psnr_blank_image", "test/psnr_background"):
+        if isinstance(job.metrics.get(key), (int, float)):
+            return float(job.metrics[key])
+    return None
+
+
 @dataclass
 class MeanStd:
     """Mean and sample standard deviation (n − 1) of `n` values; None where undefined."""
@@ -63,8 +72,8 @@ class Arm:
         return [
             job
             for job in self.completed
-            if "test/psnr_background" in job.metrics
-            and job.metrics.get("test/psnr", math.inf) <= job.metrics["test/psnr_background"] + WHITE_MINIMUM_MARGIN
+            if (blank := blank_image_psnr(job)) is not None
+            and job.metrics.get("test/psnr", math.inf) <= blank + WHITE_MINIMUM_MARGIN
         ]
 
     @property

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
 from nerf_lab.data.files import remove_stale_partials
 
@@ -23,6 +24,15 @@ class ValidateOnLastStep(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+
+
+class TrainLearningRate(LearningRateMonitor):
+    """Lightning's learning-rate monitor, writing `train/lr` beside the other training curves
+    rather than `lr-Adam`, a group of its own in TensorBoard."""
+
+    def _extract_stats(self, trainer: pl.Trainer, interval: str) -> dict[str, float]:
+        stats = super()._extract_stats(trainer, interval)
+        return {"train/" + re.sub(r"^lr-\w+", "lr", name): value for name, value in stats.items()}
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -16,7 +16,6 @@ from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.model import NeRFModel, RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.training.hardware import render_chunk
-from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -52,9 +51,10 @@ class NeRFLitModule(pl.LightningModule):
     the logging interval come from its trainer, near and far from the model.
 
     Loss: MSE of the fine pass's colour, plus the coarse pass's when there is a fine pass (the
-    paper). Metrics: `train/loss`, `train/psnr` each step; `val/psnr`, `val/ssim` (mean over
-    views of each view's value), `val/psnr_best`; the same for `test/`; one validation view as
-    ground truth | prediction | depth.
+    paper). Metrics: `train/loss`, `train/psnr` every `trainer.log_every_n_steps`; `val/psnr`,
+    `val/ssim` (mean over views of each view's value), `val/psnr_best`; the same for `test/`,
+    and `test/psnr_blank_image`. Validation and test steps return the rendered
+    view, for the callbacks that show it.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class NeRFLitModule(pl.LightningModule):
         self.val_psnr_best.persistent(True)  # kept in checkpoints: a resumed run remembers its best
         self.test_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.test_psnr_blank_image = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
         # True on the device once any step's loss was NaN or infinite; read (a device sync)
         # only at the logging interval and when training ends.
@@ -173,14 +173,12 @@ class NeRFLitModule(pl.LightningModule):
         outputs = self.render_view(batch)
         return outputs, _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
         with full_precision(self.device):
             self.val_psnr.update(prediction, target)
             self.val_ssim.update(prediction, target)
-        if batch_idx == 0 and self.logger is not None and hasattr(self.logger.experiment, "add_image"):
-            panel = validation_panel(batch["rgb"], outputs["rgb"], outputs["depth"], outputs["opacity"], self.near, self.far)
-            self.logger.experiment.add_image("val/view", panel, self.global_step, dataformats="HWC")
+        return outputs  # for callbacks: the view images (training.logging.LogViewImages)
 
     def _log_at_global_step(self, values: dict[str, torch.Tensor]) -> None:
         """Log whole-view metrics at the number of updates done (Lightning's own step for them
@@ -209,7 +207,7 @@ class NeRFLitModule(pl.LightningModule):
             # A metric's forward accumulates the view and returns its own score: one computation each.
             psnr, ssim = self.test_psnr(prediction, target), self.test_ssim(prediction, target)
             # An image of nothing but the background: the score of a model stuck in the white minimum.
-            self.test_psnr_background.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
+            self.test_psnr_blank_image.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
         self.test_views.append({"view": int(batch["view"]), "psnr": float(psnr), "ssim": float(ssim)})
         return outputs
 
@@ -218,8 +216,8 @@ class NeRFLitModule(pl.LightningModule):
             {
                 "test/psnr": self.test_psnr.compute(),
                 "test/ssim": self.test_ssim.compute(),
-                "test/psnr_background": self.test_psnr_background.compute(),
+                "test/psnr_blank_image": self.test_psnr_blank_image.compute(),
             }
         )
-        for metric in (self.test_psnr, self.test_ssim, self.test_psnr_background):
+        for metric in (self.test_psnr, self.test_ssim, self.test_psnr_blank_image):
             metric.reset()
