@@ -61,7 +61,7 @@ def test_a_run_writes_grouped_curves_one_hparams_entry_and_every_view(make_cfg):
     assert logged.Scalars("train/parameters")[-1].value == metrics["parameters"]
     # The study's knobs, typed: numbers, booleans as booleans, lists as text, precision as used.
     declared = {info.name for info in experiment.hparam_infos}
-    assert {"model.depth", "model.width", "model.skips", "model.view_dependent", "encoding.n_freqs", "sampling.n_c", "optim.lr", "seed"} <= declared
+    assert {"model.depth", "model.width", "model.skips", "model.view_dependent", "encoding.position.n_freqs", "sampling.n_c", "optim.lr", "seed"} <= declared
     assert set(session.hparams) == declared
     assert session.hparams["model.depth"].number_value == 2
     assert session.hparams["model.view_dependent"].WhichOneof("kind") == "bool_value"

@@ -24,23 +24,24 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 
 # The study's knobs, as config keys; where a key was renamed, its names old or new (the first
 # the config has is used). Missing keys are left out.
-STUDY_KEYS: tuple[tuple[str, ...], ...] = (
-    ("model.depth",),
-    ("model.width",),
-    ("model.skips",),
-    ("model.view_dependent",),
-    ("encoding.n_freqs", "encoding.position.n_freqs"),
-    ("encoding.n_freqs_dir", "encoding.direction.n_freqs"),
-    ("encoding.include_input", "encoding.position.include_input"),
-    ("sampling.n_c",),
-    ("sampling.n_f",),
-    ("sampling.perturb",),
-    ("optim.lr",),
-    ("optim.lr_final",),
-    ("trainer.max_steps",),
-    ("data.batch_rays",),
-    ("data.resolution",),
-    ("seed",),
+STUDY_KEYS: tuple[str, ...] = (
+    "model.depth",
+    "model.width",
+    "model.skips",
+    "model.view_dependent",
+    "encoding.position.n_freqs",
+    "encoding.position.include_input",
+    "encoding.direction.n_freqs",
+    "encoding.direction.include_input",
+    "sampling.n_c",
+    "sampling.n_f",
+    "sampling.perturb",
+    "optim.lr",
+    "optim.lr_final",
+    "trainer.max_steps",
+    "data.batch_rays",
+    "data.resolution",
+    "seed",
 )
 # Config groups whose choice (`model=tiny`) is a knob of its own.
 CHOICE_GROUPS = ("experiment", "model", "encoding", "sampling", "optim", "data", "trainer")
@@ -88,12 +89,10 @@ def run_knobs(cfg: DictConfig, choices: dict[str, Any], overrides: list[str], pr
     """The run's HPARAMS entry: group choices, the command line, the study's keys, precision."""
     knobs: dict[str, Any] = {group: _knob(choices[group]) for group in CHOICE_GROUPS if group in choices}
     knobs["overrides"] = " ".join(o for o in overrides if _is_knob(o)) or "none"
-    for names in STUDY_KEYS:
-        for name in names:
-            value = OmegaConf.select(cfg, name, default=None)
-            if value is not None:
-                knobs[name] = _knob(value)
-                break
+    for name in STUDY_KEYS:
+        value = OmegaConf.select(cfg, name, default=None)
+        if value is not None:
+            knobs[name] = _knob(value)
     if OmegaConf.select(cfg, "data.scene_dir", default=None):
         knobs["data.scene"] = Path(str(cfg.data.scene_dir)).name
     knobs["trainer.precision"] = precision  # what the run used (auto resolved)
