@@ -156,8 +156,10 @@ class BlenderDataModule(pl.LightningDataModule):
         test_views: int | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
+        scene_box: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
+        self.scene_box = scene_box  # the box the scene lies in (for sampling.clip_to_box and the grid)
         self.scene_dir = scene_dir
         self.resolution = resolution
         self.white_background = white_background

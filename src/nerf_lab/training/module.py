@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +19,7 @@ from nerf_lab.training.config import build_nerf
 from nerf_lab.training.panels import validation_panel
 
 Batch = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -68,6 +70,7 @@ class NeRFLitModule(pl.LightningModule):
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.test_psnr_background = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_views: list[dict[str, float]] = []
+        self.last_field_evals_per_ray: torch.Tensor | None = None
 
     @property
     def config(self) -> DictConfig:
@@ -82,7 +85,20 @@ class NeRFLitModule(pl.LightningModule):
 
     # --- training ---
 
+    def refresh_occupancy(self) -> None:
+        """Every `update_every` steps, refresh the occupancy grid (if any) from the coarse
+        field; say so in the log when it had collapsed and was re-opened."""
+        grid = self.model.occupancy
+        if grid is None or self.global_step % grid.update_every != 0:
+            return
+        if grid.update(self.model.density, self.global_step):
+            log.warning(
+                "step %d: the occupancy grid held fewer than %g of its cells (a field in the white "
+                "minimum?): every cell re-opened", self.global_step, grid.min_occupied,
+            )
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        self.refresh_occupancy()
         outputs = self.model(RayBundle(batch["origins"], batch["directions"]))
         mse = F.mse_loss(outputs["rgb"], batch["rgb"])
         loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
@@ -90,6 +106,10 @@ class NeRFLitModule(pl.LightningModule):
         # sync_dist: with data-parallel ranks the logged values are means over all of them.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True, sync_dist=True)
+        self.log("train/field_evals_per_ray", outputs["field_evals_per_ray"].float(), sync_dist=True)
+        self.last_field_evals_per_ray = outputs["field_evals_per_ray"].detach()
+        if self.model.occupancy is not None:
+            self.log("train/occupied_fraction", self.model.occupancy.occupied_fraction(), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
