@@ -156,7 +156,7 @@ class BlenderDataModule(pl.LightningDataModule):
         test_views: int | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
-        scene_box: list[list[float]] | None = None,
+        scene_box: Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
         self.scene_box = scene_box  # the box the scene lies in (for sampling.clip_to_box and the grid)

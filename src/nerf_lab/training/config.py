@@ -139,11 +139,21 @@ def build_nerf(cfg: DictConfig) -> NeRFModel:
     make_field = instantiate(cfg.model)  # a partial of NeRFField: the encodings are injected
     n_fine = cfg.sampling.n_f
     # Empty-space skipping (sampling=occupancy): optional keys, absent in the other samplers.
-    grid_cfg, scene_box = cfg.sampling.get("grid"), cfg.data.get("scene_box")
+    grid_cfg, box_cfg = cfg.sampling.get("grid"), cfg.data.get("scene_box")
+    scene_box = None if box_cfg is None else [[float(x) for x in corner] for corner in box_cfg]
     grid = None
     if grid_cfg is not None:
         step_size = (cfg.data.far - cfg.data.near) / cfg.sampling.n_c  # one coarse sample step
-        grid = OccupancyGrid(OmegaConf.to_object(scene_box), step_size=step_size, **grid_cfg)
+        grid = OccupancyGrid(
+            scene_box,
+            resolution=grid_cfg.resolution,
+            step_size=float(step_size),
+            threshold=float(grid_cfg.threshold),
+            ema_decay=float(grid_cfg.ema_decay),
+            warmup_steps=grid_cfg.warmup_steps,
+            update_every=grid_cfg.update_every,
+            min_occupied=float(grid_cfg.min_occupied),
+        )
     return NeRFModel(
         coarse_field=make_field(position_encoding=position, direction_encoding=direction),
         fine_field=make_field(position_encoding=position, direction_encoding=direction) if n_fine > 0 else None,
@@ -155,5 +165,5 @@ def build_nerf(cfg: DictConfig) -> NeRFModel:
         perturb=cfg.sampling.perturb,
         occupancy=grid,
         clip_to_box=bool(cfg.sampling.get("clip_to_box", False)),
-        scene_box=OmegaConf.to_object(scene_box) if scene_box is not None else None,
+        scene_box=scene_box,
     )
