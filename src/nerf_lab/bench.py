@@ -9,6 +9,7 @@ the hardware puts on it, and what a faster step would have to beat.
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 import resource
@@ -26,6 +27,7 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.nerf.field import NeRFField
 from nerf_lab.nerf.model import NeRFModel, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.training.checkpoints import load_initial_weights
 from nerf_lab.training.config import CONF_DIR, build_datamodule, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.module import NeRFLitModule
@@ -63,6 +65,25 @@ class StepTimer(pl.Callback):
         if self.started is not None:
             self.seconds = time.perf_counter() - self.started
             self.timed_steps = trainer.global_step - self.warmup_steps
+
+
+class FieldEvalMeter(pl.Callback):
+    """Mean points sent to the fields a ray over steps `first_step` to `stop_step`, summed on
+    the device (no host sync a step) from what the module keeps of its last step."""
+
+    def __init__(self, first_step: int, stop_step: int) -> None:
+        self.first_step, self.stop_step = first_step, stop_step
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.first_step < trainer.global_step <= self.stop_step:
+            evals = pl_module.last_field_evals_per_ray.float()
+            self.total = evals if self.total is None else self.total + evals
+            self.steps += 1
+
+    def mean(self) -> float:
+        return float(self.total) / self.steps if self.total is not None else float("nan")
 
 
 class ProfileSteps(pl.Callback):
@@ -110,10 +131,12 @@ class ProfileSteps(pl.Callback):
         return table, stages
 
 
-def mlp_flops_per_step(model: NeRFModel, batch_rays: int) -> float:
+def mlp_flops_per_step(model: NeRFModel, batch_rays: int, points_per_ray: float | None = None) -> float:
     """Floating-point operations of the fields' linear layers in one training step: forward
     2·in·out a point and layer; backward twice that (gradients of weights and inputs), but
-    no input gradient for the first layer, whose input is the encoding (no parameters)."""
+    no input gradient for the first layer, whose input is the encoding (no parameters).
+    `points_per_ray`: the points measured to reach the fields (both passes; with empty-space
+    skipping fewer than the samples), counted at the coarse field's cost; else every sample."""
 
     def field_flops(field: NeRFField) -> float:
         linears = [m for m in field.modules() if isinstance(m, torch.nn.Linear)]
@@ -121,6 +144,8 @@ def mlp_flops_per_step(model: NeRFModel, batch_rays: int) -> float:
         first = 2 * field.trunk[0].in_features * field.trunk[0].out_features
         return 3 * forward - first
 
+    if points_per_ray is not None and math.isfinite(points_per_ray):
+        return batch_rays * points_per_ray * field_flops(model.coarse_field)
     coarse_points = batch_rays * model.n_coarse
     total = coarse_points * field_flops(model.coarse_field)
     if model.fine_field is not None:
@@ -169,11 +194,14 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = OmegaConf.to_container(cfg, resolve=True)
     train_cfg["trainer"]["max_steps"] = warmup + steps
     module = NeRFLitModule(train_cfg)
+    if cfg.bench.get("init_from"):
+        load_initial_weights(module, cfg.bench.init_from, "bench.init_from")
     datamodule = build_datamodule(cfg)
 
     profile_steps = cfg.bench.profile_steps
     timer = StepTimer(warmup, stop_step=warmup + steps)
     profiler = ProfileSteps(warmup + steps) if profile_steps > 0 else None
+    meter = FieldEvalMeter(warmup, warmup + steps)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         max_steps=warmup + steps + profile_steps,
@@ -184,7 +212,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer] + ([profiler] if profiler else []),
+        callbacks=[timer, meter] + ([profiler] if profiler else []),
     )
     trainer.fit(module, datamodule=datamodule)
     device = trainer.strategy.root_device
@@ -204,7 +232,10 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         render_seconds = (time.perf_counter() - start) / len(views)
 
     steps_per_s = timer.timed_steps / timer.seconds
-    flops = mlp_flops_per_step(module.model, cfg.data.batch_rays)
+    evals_per_ray = meter.mean()
+    grid = module.model.occupancy
+    occupied = float(grid.occupied_fraction()) if grid is not None else None
+    flops = mlp_flops_per_step(module.model, cfg.data.batch_rays, evals_per_ray)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     width = cfg.model.width
     points = cfg.data.batch_rays * cfg.sampling.n_c
@@ -214,6 +245,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         "precision": precision,
         "train_steps_per_s": round(steps_per_s, 3),
         "train_rays_per_s": round(steps_per_s * cfg.data.batch_rays),
+        "field_evals_per_ray": round(evals_per_ray, 2),
+        "occupied_fraction": None if occupied is None else round(occupied, 4),
         "render_s_per_view": round(render_seconds, 4),
         "render_resolution": list(views[0]["rgb"].shape[:2]),
         "peak_mem_mb": round(_peak_memory_mb(device), 1),
@@ -227,6 +260,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     }
     rows = [
         ["training", f"{results['train_steps_per_s']:.2f} steps/s", f"{results['train_rays_per_s']:,} rays/s"],
+        ["field evaluations", f"{evals_per_ray:.1f} a ray", "no occupancy grid" if occupied is None else f"grid {occupied:.1%} occupied"],
         ["rendering", f"{render_seconds:.3f} s a view", f"{results['render_resolution'][1]}×{results['render_resolution'][0]} px"],
         ["peak memory", f"{results['peak_mem_mb']:.0f} MB", "GPU allocated" if device.type == "cuda" else "process RSS"],
         ["MLP bound", f"{results['mlp_bound_steps_per_s']:.2f} steps/s", f"{results['mlp_gflop_per_step']} GFLOP a step at {results['matmul_tflops_measured']} TFLOP/s"],
