@@ -156,7 +156,7 @@ class NeRFModel(nn.Module):
                 evals = keep.sum() / keep.shape[0]
             else:
                 rgb, density = field(positions, view_directions)
-                evals = torch.tensor(float(depths.shape[-1]), device=depths.device)
+                evals = depths.new_full((), float(depths.shape[-1]))
 
         # The compositing sums stay in float32 under autocast (see nerf_lab.nerf.rendering).
         with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):

@@ -98,8 +98,9 @@ class OccupancyGrid(nn.Module):
       * cells refreshed: all of them at the first refresh; after, the occupied cells plus R³/4
         drawn at random (so an empty cell can come back);
       * a point drawn uniformly in each refreshed cell, σ = density_fn(point);
-      * ρ ← max(`ema_decay` · ρ, σ): a single high reading holds for a while and fades
-        geometrically (by `ema_decay` an update) unless the field confirms it;
+      * ρ ← max(`ema_decay` · ρ, σ) in a refreshed cell, ρ ← `ema_decay` · ρ in the others
+        (empty cells, which only get emptier): a high reading holds for a while and fades
+        geometrically unless the field confirms it (from 0.5 below 0.16 in 22 refreshes);
       * occupied ← 1 − exp(−ρ · `step_size`) > `threshold` (the opacity of one sample step);
       * collapse protection: if fewer than `min_occupied` of the cells are occupied (a field in
         the white minimum, density 0 everywhere, would otherwise never see a sample again),
