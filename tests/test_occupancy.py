@@ -12,7 +12,7 @@ from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from nerf_lab.nerf.model import NeRFModel, render_in_chunks
-from nerf_lab.nerf.occupancy import OccupancyGrid, occupied_at, ray_box_intersection
+from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, occupied_at, ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
 from nerf_lab.training.config import CONF_DIR, validate_config
@@ -145,7 +145,10 @@ def test_samples_in_empty_cells_never_reach_the_field():
     depths = midpoints(stratified_edges(rays.shape[0], 64, 2.0, 6.0, perturb=False))
     points = rays.origins[:, None] + rays.directions[:, None] * depths[..., None]
     expected = int(occupied_at(grid.occupied, grid.box, points).sum())
-    assert 0 < seen.shape[0] == expected < points.shape[0] * points.shape[1] // 10
+    # The batch is padded to a bucket size with copies of a kept point: the distinct points
+    # are exactly the kept samples.
+    assert 0 < torch.unique(seen, dim=0).shape[0] == expected < points.shape[0] * points.shape[1] // 10
+    assert seen.shape[0] == bucket_size(expected)
     assert bool(grid.lookup(seen).all())
     assert float(out["field_evals_per_ray"]) == pytest.approx(expected / rays.shape[0])
 
@@ -174,6 +177,11 @@ def test_a_field_in_the_white_minimum_is_not_locked_out():
     assert bool(grid.occupied.all())
     rays = RayBundle(torch.tensor([[0.0, 0.0, -4.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
     assert float(model(rays)["field_evals_per_ray"]) == 16  # every sample reaches the field
+
+
+@pytest.mark.parametrize(("n", "size"), [(0, 0), (1, 1), (15, 15), (17, 18), (4600, 4608), (65000, 65536)])
+def test_bucket_sizes_waste_at_most_an_eighth(n, size):
+    assert bucket_size(n) == size and size - n <= n / 8
 
 
 def test_grid_survives_a_state_dict_round_trip():

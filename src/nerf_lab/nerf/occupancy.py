@@ -77,6 +77,14 @@ def occupied_at(
     return occupied.reshape(-1)[index] & inside
 
 
+def bucket_size(n: int) -> int:
+    """n rounded up to one of 8 sizes an octave (at most 12.5 % more; 4600 → 4608): batches
+    of a varying number of points padded to these sizes repeat their shapes, and the CPU's
+    matrix-product library builds a kernel for each new shape."""
+    step = 1 << max(n.bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
 def cell_points(
     indices: Int[Tensor, "n"], box: Float[Tensor, "2 3"], resolution: int, jitter: bool
 ) -> Float[Tensor, "n 3"]:
@@ -148,8 +156,11 @@ class OccupancyGrid(nn.Module):
         n_cells = self.resolution**3
         if int(self.refreshes) == 0:
             return torch.arange(n_cells, device=self.box.device)
-        random = torch.randint(n_cells, (n_cells // 4,), device=self.box.device)
-        return torch.cat([self.occupied.reshape(-1).nonzero()[:, 0], random])
+        occupied = self.occupied.reshape(-1).nonzero()[:, 0]
+        # About R³/4 random cells: as many as make the batch one of `bucket_size`'s sizes.
+        n_random = bucket_size(occupied.shape[0] + n_cells // 4) - occupied.shape[0]
+        random = torch.randint(n_cells, (n_random,), device=self.box.device)
+        return torch.cat([occupied, random])
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[Tensor], Tensor], step: int) -> bool:
