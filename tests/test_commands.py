@@ -114,6 +114,8 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
         assert key in figures
     assert figures["train_rays_per_s"] == pytest.approx(figures["train_steps_per_s"] * 128, rel=0.01)
     assert figures["timed_steps"] == 4 and figures["render_s_per_view"] > 0
+    # Without an occupancy grid every one of the 16 samples a ray reaches the field.
+    assert figures["field_evals_per_ray"] == 16 and figures["occupied_fraction"] is None
     assert "steps/s" in result.stdout
     # The profiled steps come after the timed ones; the model's stages are a part of the step.
     stages = figures["profile_ms_per_step"]

@@ -9,6 +9,7 @@ the hardware puts on it, and what a faster step would have to beat.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.training.checkpoints import load_initial_weights
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.runs import format_table, write_json_atomically
 from nerf_lab.training.timing import (
+    FieldEvalMeter,
     ProfileSteps,
     StepTimer,
     device_description,
@@ -39,6 +42,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     warmup, steps, profile_steps = cfg.bench.warmup_steps, cfg.bench.steps, cfg.bench.profile_steps
     precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
     module = build_module(cfg)
+    if cfg.bench.get("init_from"):  # time a trained field (and its grid), not a fresh one
+        load_initial_weights(module, cfg.bench.init_from, "bench.init_from")
     if cfg.compile:  # as `nerf_lab.train` does: the compiled step is what is timed
         module.model.compile_fields()
     datamodule = build_datamodule(cfg)
@@ -46,6 +51,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     # Timed steps after the warm-up, then the profiled ones; the schedule spans all of them.
     timer = StepTimer(warmup, stop_step=warmup + steps)
     profiler = ProfileSteps(warmup + steps) if profile_steps > 0 else None
+    meter = FieldEvalMeter(warmup, warmup + steps)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         max_steps=warmup + steps + profile_steps,
@@ -56,7 +62,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer] + ([profiler] if profiler else []),
+        callbacks=[timer, meter] + ([profiler] if profiler else []),
     )
     trainer.fit(module, datamodule=datamodule)
     device = trainer.strategy.root_device
@@ -68,7 +74,11 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     render_seconds = seconds_per_view(module.model, views, module.chunk, bf16=precision.startswith("bf16"))
 
     steps_per_s = timer.timed_steps / timer.seconds
-    flops = cfg.data.batch_rays * module.model.training_flops_per_ray()
+    evals_per_ray = meter.mean()
+    grid = module.model.occupancy
+    occupied = float(grid.occupied_fraction()) if grid is not None else None
+    measured = evals_per_ray if math.isfinite(evals_per_ray) else None
+    flops = cfg.data.batch_rays * module.model.training_flops_per_ray(measured)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     # The bound: a hidden layer's matrix product at this step's shape (points × width²).
     peak = matmul_throughput(cfg.data.batch_rays * cfg.sampling.n_c, cfg.model.width, device, dtype)
@@ -77,6 +87,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         "precision": precision,
         "train_steps_per_s": round(steps_per_s, 3),
         "train_rays_per_s": round(steps_per_s * cfg.data.batch_rays),
+        "field_evals_per_ray": round(evals_per_ray, 2),
+        "occupied_fraction": None if occupied is None else round(occupied, 4),
         "render_s_per_view": round(render_seconds, 4),
         "render_resolution": list(views[0]["rgb"].shape[:2]),
         "render_chunk": module.chunk,
@@ -92,6 +104,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     }
     rows = [
         ["training", f"{results['train_steps_per_s']:.2f} steps/s", f"{results['train_rays_per_s']:,} rays/s"],
+        ["field evaluations", f"{evals_per_ray:.1f} a ray", "no occupancy grid" if occupied is None else f"grid {occupied:.1%} occupied"],
         ["rendering", f"{render_seconds:.3f} s a view", f"{results['render_resolution'][1]}×{results['render_resolution'][0]} px"],
         ["peak memory", f"{results['peak_mem_mb']:.0f} MB", "GPU allocated" if device.type == "cuda" else "process RSS"],
         ["MLP bound", f"{results['mlp_bound_steps_per_s']:.2f} steps/s", f"{results['mlp_gflop_per_step']} GFLOP a step at {results['matmul_tflops_measured']} TFLOP/s"],

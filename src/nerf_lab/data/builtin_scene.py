@@ -44,6 +44,8 @@ SUBSAMPLES = 2  # 2 × 2 rays a pixel: antialiased edges, fractional alpha at si
 LIGHT = np.array([0.45, 0.3, 0.85]) / np.linalg.norm([0.45, 0.3, 0.85])
 AMBIENT = 0.35
 MISS = np.inf
+# The box everything in SCENE lies in (data=builtin's data.scene_box; a test checks both agree).
+SCENE_BOX = ((-1.2, -1.2, -1.2), (1.2, 1.2, 1.2))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ validate and test on (the batches themselves: `nerf_lab.data.batches`)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,10 @@ class BlenderDataModule(pl.LightningDataModule):
         test_views: int | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
+        scene_box: Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
+        self.scene_box = scene_box  # the box the scene lies in (for sampling.clip_to_box and the grid)
         self.scene_dir = scene_dir
         self.resolution = resolution
         self.white_background = white_background

@@ -42,6 +42,16 @@ def stratified_edges(
     return torch.cat([edges[:, :1], inner, edges[:, -1:]], dim=-1)
 
 
+def stratified_edges_between(
+    t_min: Float[Tensor, "rays"], t_max: Float[Tensor, "rays"], n_samples: int, perturb: bool
+) -> Float[Tensor, "rays {n_samples}+1"]:
+    """`stratified_edges` on each ray's own range [t_min, t_max] (a ray clipped to the scene's
+    box): edge k is t_min + (t_max − t_min) · e_k with e the edges of [0, 1]. A ray with
+    t_min = t_max (it misses the box) gets zero-length intervals: no opacity, the background."""
+    unit = stratified_edges(t_min.shape[0], n_samples, 0.0, 1.0, perturb, t_min.device)
+    return t_min[:, None] + (t_max - t_min)[:, None] * unit
+
+
 def sample_pdf(
     edges: Float[Tensor, "*rays edges"],
     weights: Float[Tensor, "*rays bins"],

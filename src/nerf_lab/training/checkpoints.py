@@ -99,3 +99,18 @@ def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
         module.chunk = chunk
     module.eval()
     return Trained(module, module.config)
+
+
+def load_initial_weights(module: NeRFLitModule, path: str, key: str) -> None:
+    """Start from a checkpoint's fields (and grid, where both have one), so that the timed
+    steps are those of a trained field: a grid is only sparse once the field has learned
+    where the scene is. The grid refreshes from the first step, as it would in that run."""
+    state = read_checkpoint(path, key)["state_dict"]
+    grid = module.model.occupancy
+    if grid is None or not any(".occupancy." in name for name in state):
+        state = {name: value for name, value in state.items() if ".occupancy." not in name}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected or any(".occupancy." not in name for name in missing):
+        raise ConfigError(f"{key}={path}: its model does not match this config's (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if grid is not None:
+        grid.open_until.zero_()

@@ -55,6 +55,14 @@ def _bands_check(what: str) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: _is_int(v) and 0 <= v <= MAX_FREQUENCY_BANDS), expected
 
 
+def _is_box(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) == 2
+        and all(isinstance(c, list) and len(c) == 3 and all(_is_number(x) for x in c) for c in value)
+        and all(lo < hi for lo, hi in zip(*value))
+    )
+
+
 # (key, check, what is expected). Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (layers in the trunk)"),
@@ -70,6 +78,15 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.n_f", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (fine samples a ray; 0 = single pass)"),
     ("sampling.perturb", lambda v: isinstance(v, bool), "true or false"),
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
+    # Empty-space skipping (sampling=occupancy); absent keys (None) mean off.
+    ("sampling.clip_to_box", lambda v: v is None or isinstance(v, bool), "true or false"),
+    ("sampling.grid.resolution", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (cells along each axis)"),
+    ("sampling.grid.update_every", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (steps between grid refreshes)"),
+    ("sampling.grid.threshold", lambda v: v is None or (_is_number(v) and 0 < v < 1), "an opacity in (0, 1) of one sample step"),
+    ("sampling.grid.ema_decay", lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a decay in [0, 1]"),
+    ("sampling.grid.warmup_steps", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 (steps with every cell open)"),
+    ("sampling.grid.min_occupied", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "a fraction in [0, 1) of cells"),
+    ("data.scene_box", lambda v: v is None or _is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
     ("data.resolution", lambda v: _is_int(v) and v >= 1, "a positive integer (image width in pixels)"),
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
@@ -172,6 +189,8 @@ def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
             )
     if cfg.data.far <= cfg.data.near:
         raise ConfigError(f"data.far={cfg.data.far} is not allowed: expected more than data.near={cfg.data.near}")
+    if (cfg.sampling.get("clip_to_box") or cfg.sampling.get("grid")) and cfg.data.get("scene_box") is None:
+        raise ConfigError("data.scene_box is null: expected the scene's box, which sampling.clip_to_box and sampling.grid need")
     if cfg.optim.lr_final > cfg.optim.lr:
         raise ConfigError(f"optim.lr_final={cfg.optim.lr_final} is not allowed: expected at most optim.lr={cfg.optim.lr} (the rate decays)")
     # Building the data module loads nothing; it checks what the table above cannot.
@@ -204,6 +223,13 @@ def build_nerf(cfg: DictConfig) -> NeRFModel:
     position, direction = instantiate(cfg.encoding.position), instantiate(cfg.encoding.direction)
     make_field = instantiate(cfg.model)  # a partial of NeRFField: the encodings are injected
     n_fine = cfg.sampling.n_f
+    # Empty-space skipping (sampling=occupancy): optional keys, absent in the other samplers.
+    grid_cfg, box_cfg = cfg.sampling.get("grid"), cfg.data.get("scene_box")
+    scene_box = None if box_cfg is None else [[float(x) for x in corner] for corner in box_cfg]
+    grid = None
+    if grid_cfg is not None:  # a partial OccupancyGrid: the box and step come from data/sampling
+        step_size = (cfg.data.far - cfg.data.near) / cfg.sampling.n_c  # one coarse sample step
+        grid = instantiate(grid_cfg)(scene_box, step_size=float(step_size))
     return NeRFModel(
         coarse_field=make_field(position_encoding=position, direction_encoding=direction),
         fine_field=make_field(position_encoding=position, direction_encoding=direction) if n_fine > 0 else None,
@@ -213,6 +239,9 @@ def build_nerf(cfg: DictConfig) -> NeRFModel:
         far=cfg.data.far,
         background=background_colour(cfg),
         perturb=cfg.sampling.perturb,
+        occupancy=grid,
+        clip_to_box=bool(cfg.sampling.get("clip_to_box", False)),
+        scene_box=scene_box,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from nerf_lab.training.hardware import render_chunk
 Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
+log = logging.getLogger(__name__)
 
 
 def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -102,6 +104,7 @@ class NeRFLitModule(pl.LightningModule):
     @chunk.setter
     def chunk(self, value: int | None) -> None:
         self._chunk = value
+        self.last_field_evals_per_ray: torch.Tensor | None = None
 
     @property
     def config(self) -> DictConfig:
@@ -116,7 +119,20 @@ class NeRFLitModule(pl.LightningModule):
 
     # --- training ---
 
+    def refresh_occupancy(self) -> None:
+        """Every `update_every` steps, refresh the occupancy grid (if any) from the coarse
+        field; say so in the log when it had collapsed and was re-opened."""
+        grid = self.model.occupancy
+        if grid is None or self.global_step % grid.update_every != 0:
+            return
+        if grid.update(self.model.density, self.global_step):
+            log.warning(
+                "step %d: the occupancy grid held fewer than %g of its cells (a field in the white "
+                "minimum?): every cell re-opened", self.global_step, grid.min_occupied,
+            )
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        self.refresh_occupancy()
         outputs = self.model(RayBundle(batch["origins"], batch["directions"]))
         mse = F.mse_loss(outputs["rgb"], batch["rgb"])
         loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
@@ -127,6 +143,10 @@ class NeRFLitModule(pl.LightningModule):
         not_finite = ~torch.isfinite(loss.detach())
         flag = self.loss_was_not_finite
         self.loss_was_not_finite = not_finite if flag is None else flag | not_finite
+        self.log("train/field_evals_per_ray", outputs["field_evals_per_ray"].float(), sync_dist=True)
+        self.last_field_evals_per_ray = outputs["field_evals_per_ray"].detach()
+        if self.model.occupancy is not None:
+            self.log("train/occupied_fraction", self.model.occupancy.occupied_fraction(), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:

@@ -98,6 +98,25 @@ class StepTimer(pl.Callback):
             self.timed_steps = trainer.global_step - self.warmup_steps
 
 
+class FieldEvalMeter(pl.Callback):
+    """Mean points sent to the fields a ray over steps `first_step` to `stop_step`, summed on
+    the device (no host sync a step) from what the module keeps of its last step."""
+
+    def __init__(self, first_step: int, stop_step: int) -> None:
+        self.first_step, self.stop_step = first_step, stop_step
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.first_step < trainer.global_step <= self.stop_step:
+            evals = pl_module.last_field_evals_per_ray.float()
+            self.total = evals if self.total is None else self.total + evals
+            self.steps += 1
+
+    def mean(self) -> float:
+        return float(self.total) / self.steps if self.total is not None else float("nan")
+
+
 class ProfileSteps(pl.Callback):
     """`torch.profiler` over the steps from `start_step` to the end of training."""
 
