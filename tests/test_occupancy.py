@@ -194,7 +194,7 @@ def test_grid_survives_a_state_dict_round_trip():
 
 def test_a_training_run_logs_the_grid_and_its_checkpoint_brings_it_back(make_cfg):
     from nerf_lab.train import train
-    from nerf_lab.training.module import NeRFLitModule
+    from nerf_lab.training.checkpoints import load_trained
     from tests.test_train import events
 
     cfg = make_cfg("sampling=occupancy", "sampling.n_c=16", "sampling.grid.resolution=16",
@@ -204,7 +204,7 @@ def test_a_training_run_logs_the_grid_and_its_checkpoint_brings_it_back(make_cfg
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     saved = {k.removeprefix("model.occupancy."): v for k, v in checkpoint["state_dict"].items() if "occupancy" in k}
     assert int(saved["refreshes"]) == 4  # steps 4, 6, 8, 10 of 12
-    restored = NeRFLitModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    restored = load_trained(run / "checkpoints" / "last.ckpt").module
     assert torch.equal(restored.model.occupancy.density, saved["density"])
     assert torch.equal(restored.model.occupancy.occupied, saved["occupied"])
     scalars = set(events(run).Tags()["scalars"])

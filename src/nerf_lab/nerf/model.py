@@ -98,7 +98,7 @@ class NeRFModel(nn.Module):
             if field is not None:
                 field.compile()
 
-    def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> float:
+    def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> int | float:
         """The fields' floating-point work for one ray in a training step: `n_coarse` points
         through the coarse field, and `n_coarse + n_fine` through the fine one. Needs fields
         that count their own (`NeRFField.training_flops_per_point`). With empty-space skipping
