@@ -63,6 +63,18 @@ FAST_OVERRIDES = [
 ]
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cache_dir) -> Path:
+    """One real `python -m nerf_lab.train` run (the fast config), shared by the tests that read
+    what a run leaves behind: its files, checkpoints, and what eval and render make of them."""
+    from user_commands import run_command
+
+    folder = tmp_path_factory.mktemp("cli")
+    result = run_command("nerf_lab.train", *FAST_OVERRIDES, "hydra.run.dir=run", cwd=folder, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
 def compose_config(overrides: list[str], output_dir: Path | None = None, cache: Path | None = None):
     """The real training config, as the command line would compose it."""
     from hydra import compose, initialize_config_dir

@@ -24,14 +24,6 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache_dir) -> Path:
-    folder = tmp_path_factory.mktemp("ckpt")
-    result = run_command("nerf_lab.train", *FAST_OVERRIDES, "hydra.run.dir=run", cwd=folder, cache=cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / "run"
-
-
 @pytest.fixture
 def crafted(trained_run, tmp_path) -> tuple[Path, Path]:
     """A real checkpoint of the trained run with the payload inside, and the payload's marker."""

@@ -1,34 +1,15 @@
 """The commands as a user runs them: exit codes, one-line errors, and the files they write."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from conftest import FAST_OVERRIDES
+from user_commands import run_command
 
 from nerf_lab.training.panels import LABEL_HEIGHT
-
-
-def run(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NERF_LAB_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache_dir) -> Path:
-    """One real `python -m nerf_lab.train` run, shared by the tests that read its outputs."""
-    folder = tmp_path_factory.mktemp("cli")
-    result = run("nerf_lab.train", *FAST_OVERRIDES, "hydra.run.dir=run", cwd=folder, cache=cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / "run"
 
 
 def test_train_command_writes_a_complete_run(trained_run):
@@ -50,7 +31,7 @@ def test_train_command_writes_a_complete_run(trained_run):
     ],
 )
 def test_bad_input_fails_at_once_with_one_line_and_no_run_folder(tmp_path, cache_dir, arguments, message):
-    result = run("nerf_lab.train", *arguments, "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
+    result = run_command("nerf_lab.train", *arguments, "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(message), result.stderr[-2000:]
@@ -59,7 +40,7 @@ def test_bad_input_fails_at_once_with_one_line_and_no_run_folder(tmp_path, cache
 
 
 def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir):
-    result = run(
+    result = run_command(
         "nerf_lab.eval", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "views=2", "hydra.run.dir=eval", "accelerator=cpu",
         cwd=tmp_path, cache=cache_dir,
     )
@@ -85,7 +66,7 @@ def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir
 
 
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
-    result = run("nerf_lab.eval", "ckpt_path=/no/such.ckpt", "hydra.run.dir=eval", cwd=tmp_path, cache=cache_dir)
+    result = run_command("nerf_lab.eval", "ckpt_path=/no/such.ckpt", "hydra.run.dir=eval", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: ckpt_path=/no/such.ckpt does not exist: expected a checkpoint such as <run>/checkpoints/last.ckpt"
@@ -93,7 +74,7 @@ def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
 
 
 def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
-    result = run(
+    result = run_command(
         "nerf_lab.render", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "frames=6", "depth=true",
         "hydra.run.dir=orbit", "accelerator=cpu", cwd=tmp_path, cache=cache_dir,
     )
@@ -104,7 +85,7 @@ def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
 
 
 def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
-    result = run(
+    result = run_command(
         "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "bench.profile_steps=2",
         "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir,
     )
@@ -127,7 +108,7 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
 def test_compiled_fields_train_and_their_checkpoint_loads_uncompiled(tmp_path, cache_dir):
     # A command, not train(cfg): the tests' run-time shape checks (jaxtyping) are not traceable
     # by torch.compile, and users run it this way.
-    result = run(
+    result = run_command(
         "nerf_lab.train", *FAST_OVERRIDES, "compile=true", "trainer.max_steps=3", "trainer.val_check_interval=3",
         "sampling.n_c=8", "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir,
     )

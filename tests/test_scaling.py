@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FAST_OVERRIDES, REPO_ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_commands import run
+from user_commands import run_command
 
 # Each test starts several training processes (DDP ranks, joblib or submitit jobs): `make test-full`.
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def tests_on_path(monkeypatch):
 
 def test_ddp_on_two_cpu_processes(tmp_path, cache_dir, tests_on_path):
     record = tmp_path / "record"
-    result = run(
+    result = run_command(
         "nerf_lab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *SMALL,
         "data.val_views=2", "data.test_views=3",
         "+callbacks.record._target_=recording_callbacks.RecordRays", f"+callbacks.record.folder={record}",
@@ -55,7 +55,7 @@ def _assert_complete_jobs(sweep: Path, count: int) -> None:
 
 def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path, cache_dir, tests_on_path):
     record = tmp_path / "record"
-    result = run(
+    result = run_command(
         "nerf_lab.train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "model.depth=1,2", *SMALL,
         "+callbacks.record._target_=recording_callbacks.RecordRays", f"+callbacks.record.folder={record}/${{hydra:job.num}}",
         "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
@@ -68,7 +68,7 @@ def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path, cache_dir, tests_
 
 
 def test_sweep_through_submitit_local(tmp_path, cache_dir):
-    result = run(
+    result = run_command(
         "nerf_lab.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.depth=1,2", *SMALL,
         "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
     )

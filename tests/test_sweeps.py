@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import FAST_OVERRIDES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_commands import run
+from user_commands import run_command
 
 from nerf_lab.analysis.curves import remove_gaps, splice_resumed
 from nerf_lab.analysis.report import build_report, render_markdown
@@ -22,7 +22,7 @@ SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")
 
 @pytest.mark.slow  # a real multirun: several training processes
 def test_the_promised_sweep_makes_four_complete_job_folders(tmp_path, cache_dir):
-    result = run(
+    result = run_command(
         "nerf_lab.train", "-m", "model.depth=2,4", "sampling.n_c=8,16", *SWEEP_OVERRIDES, "hydra.sweep.dir=sweep",
         cwd=tmp_path, cache=cache_dir,
     )
@@ -46,7 +46,7 @@ def test_the_promised_sweep_makes_four_complete_job_folders(tmp_path, cache_dir)
 @pytest.fixture(scope="module")
 def sweep_with_a_failure(tmp_path_factory, cache_dir) -> tuple[Path, object]:
     folder = tmp_path_factory.mktemp("sweep")
-    result = run(
+    result = run_command(
         "nerf_lab.train", "-m", "model.depth=0,1,2", "seed=0,1", *SWEEP_OVERRIDES, "hydra.sweep.dir=sweep",
         cwd=folder, cache=cache_dir,
     )
@@ -107,7 +107,7 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
 
 
 def test_report_command_on_a_missing_folder_is_one_line(tmp_path, cache_dir):
-    result = run("nerf_lab.report", str(tmp_path / "nothing"), cwd=tmp_path, cache=cache_dir)
+    result = run_command("nerf_lab.report", str(tmp_path / "nothing"), cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: sweep folder {tmp_path / 'nothing'} does not exist"
 

@@ -18,7 +18,7 @@ from conftest import FAST_OVERRIDES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
-from test_commands import run
+from user_commands import run_command
 
 from nerf_lab.train import train
 from nerf_lab.training.panels import LABEL_HEIGHT, MIN_TILE, view_panel
@@ -131,7 +131,7 @@ def _get(url: str, body: dict | None = None) -> object:
 @pytest.mark.slow
 def test_tensorboard_serves_a_two_job_sweep_as_a_researcher_reads_it(tmp_path, cache_dir):
     overrides = [o for o in FAST_OVERRIDES if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=9", "trainer.val_check_interval=3"]
-    result = run("nerf_lab.train", "-m", "model.depth=2,4", *overrides, "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir)
+    result = run_command("nerf_lab.train", "-m", "model.depth=2,4", *overrides, "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
 
     port = _free_port()
