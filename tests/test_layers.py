@@ -7,11 +7,15 @@ import sys
 
 import pytest
 
+# The commands, at the top: no layer imports them.
+COMMANDS = ("nerf_lab.train", "nerf_lab.eval", "nerf_lab.render", "nerf_lab.bench", "nerf_lab.report", "nerf_lab.cli")
+
 # What each layer may not import (a layer may import the ones before it in this list).
 FORBIDDEN = {
     "nerf_lab.nerf": ("pytorch_lightning", "lightning", "hydra", "omegaconf", "nerf_lab.data", "nerf_lab.training", "nerf_lab.analysis"),
     "nerf_lab.data": ("hydra", "nerf_lab.training", "nerf_lab.analysis"),
-    "nerf_lab.training": ("nerf_lab.analysis",),
+    "nerf_lab.training": ("nerf_lab.analysis", *COMMANDS),
+    "nerf_lab.analysis": COMMANDS,
 }
 
 

@@ -127,7 +127,7 @@ def render_device() -> tuple[Any, bool]:
 def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_width: int = ORBIT_MAX_WIDTH) -> list[str]:
     """An orbit around the scene, every arm side by side (first completed seed's best
     checkpoint), as a GIF at the runs' resolution, or `max_width` px when that is smaller."""
-    from nerf_lab.render import orbit_frames, write_gif
+    from nerf_lab.analysis.orbit import orbit_frames, write_gif
     from nerf_lab.training.checkpoints import load_trained
 
     device, bf16 = render_device()
