@@ -123,10 +123,10 @@ report_lines() {  # a report.json's arms as summary lines
 import json, sys
 r = json.load(open(sys.argv[2]))
 for arm in r["arms"]:
-    psnr, ssim = arm["test/psnr"], arm["test/ssim"]
-    stuck = "stuck in the white minimum" if arm["white_minimum"] else "left the white minimum"
-    print(f"- {sys.argv[1]} {arm['name']}: test PSNR {psnr['mean']:.2f} dB, SSIM {ssim['mean']:.3f}, "
-          f"{arm['steps']['mean']:.0f} steps at {arm['steps_per_s']['mean']:.1f} steps/s; {stuck}")
+    stats = arm["stats"]  # each key: mean, std, n (report.json as nerf_lab.analysis.summary writes it)
+    stuck = f"{len(arm['white_minimum'])} of {arm['completed']} runs stuck in the white minimum" if arm["white_minimum"] else "left the white minimum"
+    print(f"- {sys.argv[1]} {arm['name']}: test PSNR {stats['test/psnr']['mean']:.2f} dB, SSIM {stats['test/ssim']['mean']:.3f}, "
+          f"{stats['steps']['mean']:.0f} steps at {stats['steps_per_s']['mean']:.1f} steps/s; {stuck}")
 PY
 }
 
