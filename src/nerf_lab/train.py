@@ -82,7 +82,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
     # a plain dict), so resuming unpickles nothing that could run code.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    # (weights_only=False when saving: keep the optimizer state too, so the run can go on.)
+    # Saving, not loading: Lightning's save flag of the same name says whether to drop the
+    # optimizer state; it is kept so the run can go on. Every load is weights_only=True.
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
     if cfg.test:
