@@ -66,12 +66,12 @@ def reference_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: di
 def nerf_lab_model() -> nn.Module:
     from hydra import compose, initialize_config_dir
 
-    from nerf_lab.training.config import CONF_DIR, build_nerf
+    from nerf_lab.training.config import CONF_DIR, build_module
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_lego"])
     assert (cfg.model.depth, cfg.model.width, cfg.encoding.position.n_freqs, cfg.sampling.n_c) == (DEPTH, WIDTH, L, N_SAMPLES)
-    return build_nerf(cfg).train()
+    return build_module(cfg).model.train()
 
 
 def nerf_lab_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: dict) -> None:

@@ -24,11 +24,17 @@ def lego_dir() -> Path:
     return Path(root) / "lego"
 
 
-requires_lego = pytest.mark.skipif(
+_lego_absent = pytest.mark.skipif(
     not (lego_dir() / "transforms_train.json").is_file(),
     reason=f"the real Lego scene is not at {lego_dir()} (set NERF_SYNTHETIC_DIR to the folder "
     "that holds nerf_synthetic's scenes)",
 )
+
+
+def requires_lego(test):
+    """Mark a test `lego` (`pytest -m lego` selects them) and skip it, saying why, where the
+    scene is absent."""
+    return pytest.mark.lego(_lego_absent(test))
 
 
 @pytest.fixture(scope="session")
@@ -100,27 +106,3 @@ def make_cfg(tmp_path, cache_dir):
         return compose_config([*(FAST_OVERRIDES if fast else []), *overrides], output_dir, cache_dir)
 
     return make
-
-
-# Tests that run a command as a user does, once for each of many bad inputs: every case runs
-# in `make test-full` (and CI), the first case of each in `make test`, so that the quick suite
-# still covers each kind without paying a process start (several seconds) for every case.
-ONE_CASE_IN_THE_QUICK_SUITE = {
-    "test_train_refuses_a_bad_value_with_one_line",
-    "test_eval_and_render_refuse_a_bad_value_with_one_line",
-    "test_every_command_refuses_a_checkpoint_that_would_run_code",
-    "test_a_bad_checkpoint_file_given_to_a_command_is_one_line",
-    "test_train_refuses_the_scene_with_one_line_and_no_run_folder",
-    "test_bad_input_fails_at_once_with_one_line_and_no_run_folder",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
-def pytest_collection_modifyitems(config, items):
-    seen: set[str] = set()
-    for item in items:
-        name = getattr(item, "originalname", item.name)
-        if name in ONE_CASE_IN_THE_QUICK_SUITE:
-            if name in seen:
-                item.add_marker(pytest.mark.slow)
-            seen.add(name)

@@ -10,22 +10,25 @@ import torch
 from omegaconf import OmegaConf
 from user_commands import one_line_error, run_command
 
+from helpers import slow_after_first
+
 from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.encoding import PositionalEncoding
-from nerf_lab.training.config import MAX_FREQUENCY_BANDS, check_values
+from nerf_lab.nerf.encoding import MAX_FREQUENCY_BANDS
+from nerf_lab.training.config import check_values
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [
+    slow_after_first([
         (["optim.lr=inf"], "optim.lr=inf is not allowed: expected a finite number, a learning rate > 0"),
-        (["data.far=inf"], "data.far=inf is not allowed: expected a finite number, a depth > data.near"),
-        (["data.near=nan"], "data.near=nan is not allowed: expected a finite number, a depth >= 0"),
+        (["data.far=inf"], "data.far=inf is not allowed: expected a finite number"),
+        (["data.near=nan"], "data.near=nan is not allowed: expected a finite number"),
         (["encoding.position.n_freqs=200"], f"encoding.position.n_freqs=200 is not allowed: expected an integer in [0, {MAX_FREQUENCY_BANDS}]"),
         (["optim.optimizer.betas=[0.9,1.5]"], "optim.optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)"),
         (["optim.optimizer.eps=0"], "optim.optimizer.eps=0 is not allowed: expected a small number > 0"),
         (["seed=-1"], "seed=-1 is not allowed: expected an integer in [0, 2^32)"),
-    ],
+    ]),
 )
 def test_train_refuses_a_bad_value_with_one_line(tmp_path, cache_dir, arguments, message):
     result = run_command("nerf_lab.train", *arguments, "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
@@ -36,14 +39,14 @@ def test_train_refuses_a_bad_value_with_one_line(tmp_path, cache_dir, arguments,
 # Values are checked before the checkpoint is read, so no checkpoint is needed here.
 @pytest.mark.parametrize(
     ("module", "arguments", "message"),
-    [
+    slow_after_first([
         # views=-1 used to score one view fewer than the split has; resolution=0 used another width.
         ("nerf_lab.eval", ["views=-1"], "views=-1 is not allowed: expected a positive integer"),
         ("nerf_lab.eval", ["chunk=0"], "chunk=0 is not allowed: expected a positive integer (rays a chunk)"),
         ("nerf_lab.render", ["frames=0"], "frames=0 is not allowed: expected a positive integer (frames in the orbit)"),
         ("nerf_lab.render", ["resolution=0"], "resolution=0 is not allowed: expected a positive integer (image width"),
         ("nerf_lab.eval", [], "ckpt_path is not set: expected a checkpoint"),
-    ],
+    ]),
 )
 def test_eval_and_render_refuse_a_bad_value_with_one_line(tmp_path, cache_dir, module, arguments, message):
     ckpt = [] if not arguments else ["ckpt_path=/no/such.ckpt"]

@@ -11,6 +11,8 @@ import torch
 from conftest import FAST_OVERRIDES
 from user_commands import one_line_error, run_command
 
+from helpers import slow_after_first
+
 from nerf_lab.errors import ConfigError
 
 
@@ -49,11 +51,11 @@ def test_our_checkpoints_hold_only_what_a_safe_load_accepts(trained_run):
 
 @pytest.mark.parametrize(
     ("module", "arguments"),
-    [
+    slow_after_first([
         ("nerf_lab.eval", ["accelerator=cpu"]),
         ("nerf_lab.render", ["frames=2", "accelerator=cpu"]),
         ("nerf_lab.train", [*FAST_OVERRIDES]),  # resume
-    ],
+    ]),
 )
 def test_every_command_refuses_a_checkpoint_that_would_run_code(crafted, tmp_path, cache_dir, module, arguments):
     path, marker = crafted
@@ -107,7 +109,7 @@ def test_a_file_that_is_not_a_whole_nerf_lab_checkpoint_is_refused_by_the_loader
 # Each command once, each kind of bad file once: the commands share the check above.
 @pytest.mark.parametrize(
     ("module", "make", "expected"),
-    [("nerf_lab.eval", *BAD_FILES[1]), ("nerf_lab.render", *BAD_FILES[0]), ("nerf_lab.train", *BAD_FILES[2])],
+    slow_after_first([("nerf_lab.eval", *BAD_FILES[1]), ("nerf_lab.render", *BAD_FILES[0]), ("nerf_lab.train", *BAD_FILES[2])]),
 )
 def test_a_bad_checkpoint_file_given_to_a_command_is_one_line(trained_run, tmp_path, cache_dir, module, make, expected):
     path = make(trained_run, tmp_path)
@@ -141,3 +143,32 @@ def test_a_real_checkpoint_resumes_with_the_safe_load(trained_run, tmp_path, cac
     result = run_command("nerf_lab.train", *overrides, "trainer.max_steps=14", f"ckpt_path={path}", "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"steps": 14' in (tmp_path / "out" / "metrics.json").read_text()
+
+
+def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same_weights(make_cfg, tmp_path):
+    """Checkpoints of nerf_lab before issue 17 stored a config without `module` and sampler
+    nodes and kept the grid under `model.occupancy.`: they load, through today's nodes."""
+    from nerf_lab.train import train
+    from nerf_lab.training.checkpoints import load_trained
+
+    cfg = make_cfg("sampling=occupancy", "sampling.grid.resolution=8", "trainer.max_steps=2", "trainer.val_check_interval=2")
+    train(cfg)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    stored = checkpoint["hyper_parameters"]["config"]
+    # The layout of before: no module node, no sampler node, clip_to_box, encodings not in the field node.
+    del stored["module"]
+    del stored["sampling"]["sampler"]
+    stored["sampling"]["clip_to_box"] = True
+    for key in ("position_encoding", "direction_encoding"):
+        del stored["model"][key]
+    checkpoint["state_dict"] = {name.replace("model.sampler.grid.", "model.occupancy."): value for name, value in checkpoint["state_dict"].items()}
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    module = load_trained(old).module
+    assert type(module.model.sampler).__name__ == "OccupancyGridSampler"
+    for name, value in module.state_dict().items():
+        saved = checkpoint["state_dict"].get(name.replace("model.sampler.grid.", "model.occupancy."))
+        if saved is not None:
+            torch.testing.assert_close(value, saved, msg=name)
+    assert torch.equal(module.model.sampler.grid.occupied, checkpoint["state_dict"]["model.occupancy.occupied"])

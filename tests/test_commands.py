@@ -1,6 +1,7 @@
 """The commands as a user runs them: exit codes, one-line errors, and the files they write."""
 
 import json
+import math
 
 import imageio.v3 as iio
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 import torch
 from conftest import FAST_OVERRIDES
 from user_commands import run_command
+
+from helpers import slow_after_first
 
 from nerf_lab.training.panels import LABEL_HEIGHT
 
@@ -22,13 +25,13 @@ def test_train_command_writes_a_complete_run(trained_run):
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [
+    slow_after_first([
         (["model.depth=0"], "error: model.depth=0 is not allowed: expected an integer >= 1"),
         (["sampling.n_c=-1"], "error: sampling.n_c=-1 is not allowed: expected an integer >= 1"),
         (["model=huge"], "error: model=huge: no such option in conf/model/; expected one of: original, original_lite, tiny"),
         (["data=blender", "data.scene_dir=/no/such/scene"], "error: scene folder /no/such/scene does not exist"),
         (["data.batch_rays=0"], "error: data.batch_rays=0 is not allowed: expected a positive integer"),
-    ],
+    ]),
 )
 def test_bad_input_fails_at_once_with_one_line_and_no_run_folder(tmp_path, cache_dir, arguments, message):
     result = run_command("nerf_lab.train", *arguments, "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
@@ -114,6 +117,7 @@ def test_compiled_fields_train_and_their_checkpoint_loads_uncompiled(tmp_path, c
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["steps"] == 3 and metrics["val/psnr"] > 5
+    # Three steps: a finite score, not a quality bar (a blank image scores about 7 dB).
+    assert metrics["steps"] == 3 and math.isfinite(metrics["val/psnr"]) and math.isfinite(metrics["test/psnr"])
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and not any("_orig_mod" in key for key in state)  # the same keys as an eager model's

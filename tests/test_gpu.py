@@ -10,6 +10,8 @@ import torch
 
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
+from helpers import renderer
+
 from nerf_lab.nerf.model import NeRFModel, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle, image_rays
 from nerf_lab.training.hardware import render_chunk
@@ -37,7 +39,7 @@ def paper_model(depth: int = 8, width: int = 256, n_fine: int = 128, seed: int =
             made.density_head.weight.normal_(0.0, 2.0 / width**0.5)
         return made
 
-    return NeRFModel(field(), field() if n_fine else None, 64, n_fine, 2.0, 6.0).eval()
+    return renderer(field(), field() if n_fine else None, 64, n_fine, 2.0, 6.0).eval()
 
 
 def view_rays(size: int, device: torch.device | str) -> RayBundle:
@@ -97,7 +99,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
     from hydra.utils import instantiate
 
     from nerf_lab.training.config import build_datamodule, build_module
-    from nerf_lab.training.hardware import auto_precision
+    from nerf_lab.training.hardware import resolve_precision
 
     cfg = make_cfg("trainer.accelerator=gpu", "trainer.max_steps=60", "optim=adam_5e-3")
     losses: list[torch.Tensor] = []
@@ -106,7 +108,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             losses.append(outputs["loss"].detach())  # read after training: no sync in the loop
 
-    precision = auto_precision("gpu")
+    precision = resolve_precision("auto", "gpu")
     assert precision == "bf16-mixed"
     module = build_module(cfg)
     trainer = instantiate(

@@ -7,7 +7,9 @@ import torch
 
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
-from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from helpers import renderer
+
+from nerf_lab.nerf.model import render_in_chunks
 from nerf_lab.nerf.rays import RayBundle, image_rays
 
 
@@ -24,7 +26,7 @@ class AnalyticField(torch.nn.Module):
 
 
 def make_model(field, n_coarse, near, far, **kwargs):
-    return NeRFModel(field, None, n_coarse=n_coarse, n_fine=0, near=near, far=far, **kwargs)
+    return renderer(field, None, n_coarse=n_coarse, n_fine=0, near=near, far=far, **kwargs)
 
 
 @pytest.mark.parametrize(("sigma", "length"), [(0.5, 1.0), (2.0, 0.7), (8.0, 0.3)])
@@ -72,7 +74,7 @@ def test_fresh_field_is_not_saturated():
     field = NeRFField(PositionalEncoding(10), PositionalEncoding(4), depth=8, width=256, skips=(4,))
     rgb, density = field(torch.rand(4096, 3) * 3 - 1.5, torch.nn.functional.normalize(torch.randn(4096, 3), dim=-1))
     assert 0.2 < rgb.mean() < 0.8 and rgb.std() < 0.2
-    model = NeRFModel(field, None, 64, 0, 2.0, 6.0).eval()
+    model = renderer(field, None, 64, 0, 2.0, 6.0).eval()
     rays = image_rays(torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0], [0, 0, 0, 1]]), 40.0, 32, 32)
     ray_opacity = model(rays.reshape(-1))["opacity"]
     # Neither all-transparent (the white minimum) nor a solid wall from the first sample on.
@@ -100,7 +102,7 @@ def test_view_dependent_colour_changes_with_direction_and_position_only_does_not
 
 def test_fine_pass_outputs_and_sample_count():
     torch.manual_seed(0)
-    model = NeRFModel(tiny_field(True), tiny_field(True), n_coarse=16, n_fine=32, near=2.0, far=6.0).train()
+    model = renderer(tiny_field(True), tiny_field(True), n_coarse=16, n_fine=32, near=2.0, far=6.0).train()
     out = model(RayBundle(torch.zeros(8, 3), torch.randn(8, 3)))
     assert out["weights"].shape == (8, 48)
     assert out["rgb"].shape == out["rgb_coarse"].shape == (8, 3)
@@ -109,7 +111,7 @@ def test_fine_pass_outputs_and_sample_count():
 
 def test_evaluation_is_deterministic_and_training_is_not():
     torch.manual_seed(0)
-    model = NeRFModel(tiny_field(), tiny_field(), 16, 16, 2.0, 6.0)
+    model = renderer(tiny_field(), tiny_field(), 16, 16, 2.0, 6.0)
     rays = RayBundle(torch.zeros(8, 3), torch.randn(8, 3))
     model.eval()
     torch.testing.assert_close(model(rays)["rgb"], model(rays)["rgb"])
@@ -119,7 +121,7 @@ def test_evaluation_is_deterministic_and_training_is_not():
 
 def test_gradients_flow_a_tiny_model_fits_one_colour():
     torch.manual_seed(0)
-    model = NeRFModel(tiny_field(), None, 16, 0, 2.0, 6.0, background=(0.0, 0.0, 0.0)).train()
+    model = renderer(tiny_field(), None, 16, 0, 2.0, 6.0, background=(0.0, 0.0, 0.0)).train()
     target = torch.tensor([0.9, 0.3, 0.1])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
@@ -133,7 +135,7 @@ def test_gradients_flow_a_tiny_model_fits_one_colour():
 
 def test_chunked_rendering_equals_one_pass():
     torch.manual_seed(0)
-    model = NeRFModel(tiny_field(True), tiny_field(True), 8, 8, 2.0, 6.0).eval()
+    model = renderer(tiny_field(True), tiny_field(True), 8, 8, 2.0, 6.0).eval()
     rays = image_rays(torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0], [0, 0, 0, 1]]), 20.0, 17, 13)
     with torch.no_grad():
         whole = model(rays.reshape(-1))
@@ -152,7 +154,7 @@ def _peak_rss_bytes() -> int:
 def test_800px_view_renders_in_the_memory_of_one_chunk():
     torch.manual_seed(0)
     width = 32
-    model = NeRFModel(tiny_field(width=width), None, 8, 0, 2.0, 6.0).eval()
+    model = renderer(tiny_field(width=width), None, 8, 0, 2.0, 6.0).eval()
     pose = torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0], [0, 0, 0, 1]])
     rays = image_rays(pose, 1100.0, 800, 800)
     chunk = 4096
@@ -186,5 +188,5 @@ def test_flop_count_of_a_training_step_matches_the_docstrings_example():
     tiny = NeRFField(PositionalEncoding(6, include_input=True), None, depth=4, width=128, skips=(), view_dependent=False)
     assert tiny.training_flops_per_point() == 3 * 109_312 - 9_984 == 317_952
     # The hierarchical model sends 64 points through the coarse field and 64 + 128 through the fine.
-    model = NeRFModel(tiny, tiny, n_coarse=64, n_fine=128, near=2.0, far=6.0)
+    model = renderer(tiny, tiny, n_coarse=64, n_fine=128, near=2.0, far=6.0)
     assert model.training_flops_per_ray() == (64 + 192) * 317_952

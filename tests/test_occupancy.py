@@ -11,7 +11,9 @@ from omegaconf import OmegaConf
 from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
-from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from helpers import events, renderer
+
+from nerf_lab.nerf.model import render_in_chunks
 from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, occupied_at, ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
@@ -45,7 +47,7 @@ class CountingField(torch.nn.Module):
 
 
 def fitted_grid(density_fn=block_density, resolution=12, updates=3):
-    grid = OccupancyGrid(BOX, resolution=resolution, step_size=0.0625, warmup_steps=0)
+    grid = OccupancyGrid(BOX, resolution=resolution, step_size=0.0625, warmup_steps=0, update_every=1)
     for step in range(updates):
         grid.update(density_fn, step)
     return grid
@@ -96,7 +98,7 @@ def test_grid_opens_every_cell_during_warm_up_and_evaluates_nothing():
 
 def test_a_ray_that_misses_the_box_gets_no_samples_and_renders_the_background():
     field = CountingField(lambda p: torch.full(p.shape[:-1], 50.0))  # everything is opaque
-    model = NeRFModel(field, None, 32, 0, 2.0, 6.0, background=(0.1, 0.2, 0.3), clip_to_box=True, scene_box=BOX).eval()
+    model = renderer(field, None, 32, 0, 2.0, 6.0, background=(0.1, 0.2, 0.3), clip_to_box=True, scene_box=BOX).eval()
     miss = RayBundle(torch.tensor([[0.0, 3.0, -4.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
     out = model(miss)
     assert field.points_seen().shape[0] == 0
@@ -109,7 +111,7 @@ def test_clipped_samples_keep_the_closed_form_opacity_of_a_slab():
     # σ = 2 between x = 1 and x = 1.4, inside the box: opacity 1 − exp(−σ ℓ) as without clipping.
     slab = CountingField(lambda p: 2.0 * ((p[..., 0] > 1.0) & (p[..., 0] < 1.4)).float())
     # The ray is in the box for t in [2.5, 5.5]: 300 samples of 0.01, whose edges fall on the slab's.
-    model = NeRFModel(slab, None, 300, 0, 0.0, 6.0, clip_to_box=True, scene_box=BOX).eval()
+    model = renderer(slab, None, 300, 0, 0.0, 6.0, clip_to_box=True, scene_box=BOX).eval()
     out = model(RayBundle(torch.tensor([[-4.0, 0.2, 0.1]]), torch.tensor([[1.0, 0.0, 0.0]])))
     torch.testing.assert_close(out["opacity"], torch.tensor([1 - math.exp(-0.8)]), atol=1e-4, rtol=0)
     # All 300 samples lie in the 3 units inside the box, none in the 3 before it.
@@ -120,7 +122,7 @@ def test_clipped_samples_keep_the_closed_form_opacity_of_a_slab():
 def test_a_view_is_the_same_with_and_without_the_grid_when_empty_space_is_empty(n_fine):
     def make(grid):
         fine = CountingField() if n_fine else None
-        return NeRFModel(CountingField(), fine, 48, n_fine, 2.0, 6.0, occupancy=grid).eval()
+        return renderer(CountingField(), fine, 48, n_fine, 2.0, 6.0, occupancy=grid).eval()
 
     dense, skipping = make(None), make(fitted_grid())
     rays = view_rays()
@@ -137,7 +139,7 @@ def test_a_view_is_the_same_with_and_without_the_grid_when_empty_space_is_empty(
 def test_samples_in_empty_cells_never_reach_the_field():
     grid = fitted_grid()
     field = CountingField()
-    model = NeRFModel(field, None, 64, 0, 2.0, 6.0, occupancy=grid).eval()
+    model = renderer(field, None, 64, 0, 2.0, 6.0, occupancy=grid).eval()
     rays = view_rays(12).reshape(-1)
     out = model(rays)
     seen = field.points_seen()
@@ -158,7 +160,7 @@ def test_gradients_reach_the_field_through_the_gathered_samples():
     field = NeRFField(PositionalEncoding(4), None, depth=2, width=32, skips=(), view_dependent=False)
     grid = OccupancyGrid(BOX, resolution=12, step_size=0.0625, warmup_steps=0)
     grid.update(block_density, 0)
-    model = NeRFModel(field, None, 32, 0, 2.0, 6.0, occupancy=grid, clip_to_box=True).train()
+    model = renderer(field, None, 32, 0, 2.0, 6.0, occupancy=grid, clip_to_box=True).train()
     out = model(view_rays(8).reshape(-1))
     out["rgb"].sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.parameters())
@@ -170,7 +172,7 @@ def test_a_field_in_the_white_minimum_is_not_locked_out():
     with torch.no_grad():
         field.head.bias[3] = -10.0  # ReLU(σ) = 0 everywhere: the white minimum
     grid = OccupancyGrid(BOX, resolution=8, step_size=0.0625, warmup_steps=20, update_every=4)
-    model = NeRFModel(field, None, 16, 0, 2.0, 6.0, occupancy=grid, clip_to_box=True).train()
+    model = renderer(field, None, 16, 0, 2.0, 6.0, occupancy=grid, clip_to_box=True).train()
     assert grid.update(model.density, 20) is True  # collapsed: every cell re-opened …
     assert bool(grid.occupied.all())
     assert grid.update(model.density, 24) is False  # … and left open for another warm-up
@@ -186,7 +188,7 @@ def test_bucket_sizes_waste_at_most_an_eighth(n, size):
 
 def test_grid_survives_a_state_dict_round_trip():
     grid = fitted_grid()
-    copy = OccupancyGrid(BOX, resolution=12, step_size=0.0625, warmup_steps=0)
+    copy = OccupancyGrid(BOX, resolution=12, step_size=0.0625, warmup_steps=0, update_every=1)
     copy.load_state_dict(grid.state_dict())
     assert torch.equal(copy.occupied, grid.occupied) and torch.equal(copy.density, grid.density)
     assert int(copy.refreshes) == 3
@@ -195,18 +197,17 @@ def test_grid_survives_a_state_dict_round_trip():
 def test_a_training_run_logs_the_grid_and_its_checkpoint_brings_it_back(make_cfg):
     from nerf_lab.train import train
     from nerf_lab.training.checkpoints import load_trained
-    from tests.test_train import events
 
     cfg = make_cfg("sampling=occupancy", "sampling.n_c=16", "sampling.grid.resolution=16",
                    "sampling.grid.warmup_steps=4", "sampling.grid.update_every=2")
     train(cfg)
     run = Path(cfg.paths.output_dir)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    saved = {k.removeprefix("model.occupancy."): v for k, v in checkpoint["state_dict"].items() if "occupancy" in k}
+    saved = {k.removeprefix("model.sampler.grid."): v for k, v in checkpoint["state_dict"].items() if ".grid." in k}
     assert int(saved["refreshes"]) == 4  # steps 4, 6, 8, 10 of 12
     restored = load_trained(run / "checkpoints" / "last.ckpt").module
-    assert torch.equal(restored.model.occupancy.density, saved["density"])
-    assert torch.equal(restored.model.occupancy.occupied, saved["occupied"])
+    assert torch.equal(restored.model.sampler.grid.density, saved["density"])
+    assert torch.equal(restored.model.sampler.grid.occupied, saved["occupied"])
     scalars = set(events(run).Tags()["scalars"])
     assert {"train/occupied_fraction", "train/field_evals_per_ray"} <= scalars
 
@@ -225,3 +226,16 @@ def test_builtin_scene_box_in_config_is_the_scene_s_own():
 def test_bad_grid_settings_name_their_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(make_cfg("sampling=occupancy", override))
+
+
+def test_the_grid_owns_its_schedule_refreshing_every_update_every_steps_after_warm_up():
+    calls = []
+
+    def density(points):
+        calls.append(points.shape[0])
+        return block_density(points)
+
+    grid = OccupancyGrid(BOX, resolution=4, step_size=0.0625, warmup_steps=8, update_every=4)
+    for step in range(17):
+        grid.update(density, step)
+    assert len(calls) == 3  # steps 8, 12 and 16: none in the warm-up, none between refreshes

@@ -59,3 +59,16 @@ def test_merged_edges_are_sorted_and_keep_the_range():
     assert merged.shape == (10, 8 + 1 + 16)
     assert (merged[:, 1:] >= merged[:, :-1]).all()
     assert (merged[:, 0] == 2.0).all() and (merged[:, -1] == 6.0).all()
+
+
+def test_samplers_chosen_by_config_place_their_samples_as_documented():
+    from nerf_lab.nerf.rays import RayBundle
+    from nerf_lab.nerf.samplers import StratifiedSampler, UniformSampler
+
+    rays = RayBundle(torch.zeros(3, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(3, 3))
+    equal = stratified_edges(3, 8, 2.0, 6.0, perturb=False)
+    torch.manual_seed(0)
+    stratified = StratifiedSampler(8).train().coarse_edges(rays, 2.0, 6.0)
+    assert not torch.equal(stratified, equal)  # random inner edges in training ...
+    torch.testing.assert_close(StratifiedSampler(8).eval().coarse_edges(rays, 2.0, 6.0), equal)  # ... midpoints in eval
+    torch.testing.assert_close(UniformSampler(8).train().coarse_edges(rays, 2.0, 6.0), equal)  # equal intervals always

@@ -12,6 +12,8 @@ import pytest
 from conftest import FAST_OVERRIDES
 from user_commands import one_line_error, run_command
 
+from helpers import slow_after_first
+
 from nerf_lab.data.datamodule import BlenderDataModule
 from nerf_lab.errors import DataError
 
@@ -65,7 +67,7 @@ def test_an_rgb_scene_is_accepted_on_a_black_background(scene):
     BlenderDataModule(str(scene), resolution=32, white_background=False).check_scene()
 
 
-@pytest.mark.parametrize("damage", [_zero_pose, _text_among_pngs, _rgb_without_alpha])
+@pytest.mark.parametrize("damage", slow_after_first([_zero_pose, _text_among_pngs, _rgb_without_alpha]))
 def test_train_refuses_the_scene_with_one_line_and_no_run_folder(scene, tmp_path, cache_dir, damage):
     damage(scene)
     result = run_command(

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.checkpoints import load_initial_weights
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
-from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.training.runs import format_table, write_json_atomically
 from nerf_lab.training.timing import (
     FieldEvalMeter,
@@ -40,7 +40,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     keep_freed_memory()
     pl.seed_everything(cfg.seed, verbose=False)
     warmup, steps, profile_steps = cfg.bench.warmup_steps, cfg.bench.steps, cfg.bench.profile_steps
-    precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     module = build_module(cfg)
     if cfg.bench.get("init_from"):  # time a trained field (and its grid), not a fresh one
         load_initial_weights(module, cfg.bench.init_from, "bench.init_from")
@@ -75,8 +75,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
 
     steps_per_s = timer.timed_steps / timer.seconds
     evals_per_ray = meter.mean()
-    grid = module.model.occupancy
-    occupied = float(grid.occupied_fraction()) if grid is not None else None
+    occupied_fraction = module.model.sampler.statistics().get("occupied_fraction")
+    occupied = None if occupied_fraction is None else float(occupied_fraction)
     measured = evals_per_ray if math.isfinite(evals_per_ray) else None
     flops = cfg.data.batch_rays * module.model.training_flops_per_ray(measured)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32

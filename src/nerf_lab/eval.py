@@ -16,13 +16,13 @@ import hydra
 import imageio.v3 as iio
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.nerf.metrics import image_psnr
 from nerf_lab.training.checkpoints import load_trained
 from nerf_lab.training.config import CONF_DIR, EVAL_CHECKS, check_values
-from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.training.panels import comparison_strip, to_uint8
 from nerf_lab.training.runs import write_json_atomically
 
@@ -40,7 +40,7 @@ class SaveViews(pl.Callback):
         name = Path(trainer.datamodule.splits["test"].file_paths[view]).stem  # r_0, as the data set names it
         prediction = outputs["rgb"].float().clamp(0, 1)
         depth, opacity = outputs["depth"].float(), outputs["opacity"].float()
-        psnr = float(-10 * torch.log10(torch.mean((prediction - batch["rgb"].float()) ** 2)))
+        psnr = image_psnr(prediction, batch["rgb"])
         panel = comparison_strip(prediction, batch["rgb"], depth, opacity, self.near, self.far, f"prediction ({name}), {psnr:.2f} dB")
         iio.imwrite(self.folder / "views" / f"{view:03d}.png", panel)
         iio.imwrite(self.folder / "pred" / f"{name}.png", to_uint8(prediction))
@@ -55,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
 
     keep_freed_memory()
-    precision = auto_precision(cfg.accelerator) if cfg.precision == "auto" else cfg.precision
+    precision = resolve_precision(cfg.precision, cfg.accelerator)
     saver = SaveViews(output_dir, trained.run_config.data.near, trained.run_config.data.far)
     trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False, callbacks=[saver])
     trainer.test(trained.module, datamodule=datamodule, verbose=False)

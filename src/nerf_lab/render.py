@@ -10,22 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from nerf_lab.analysis.orbit import orbit_frames, write_gif, write_mp4
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.training.checkpoints import load_trained
 from nerf_lab.training.config import CONF_DIR, RENDER_CHECKS, check_values
-from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.hardware import keep_freed_memory, resolve_device, resolve_precision
 
 
 def render_orbit(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, RENDER_CHECKS)
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
     keep_freed_memory()
-    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
-    precision = auto_precision(accelerator) if cfg.precision == "auto" else cfg.precision
+    precision = resolve_precision(cfg.precision, cfg.accelerator)
     orbit = orbit_frames(
         trained,
         cfg.frames,
@@ -33,7 +31,7 @@ def render_orbit(cfg: DictConfig) -> dict[str, Any]:
         cfg.resolution,
         cfg.depth,
         cfg.scene_dir,
-        device="cuda" if accelerator in ("gpu", "cuda") else "cpu",
+        device=resolve_device(cfg.accelerator),
         bf16=precision.startswith("bf16"),
     )
     output_dir = Path(cfg.paths.output_dir)

@@ -28,7 +28,7 @@ from nerf_lab.errors import TrainingDiverged
 from nerf_lab.training.callbacks import AtomicCheckpointIO
 from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
-from nerf_lab.training.hardware import auto_precision, keep_freed_memory
+from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
-    module = build_module(OmegaConf.create(run_config))
+    module = build_module(OmegaConf.create(run_config), config=run_config)
     if cfg.compile:
         module.model.compile_fields()
     clock = TrainingClock()
@@ -69,9 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.enable_progress_bar:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     keep_freed_memory()
-    precision = cfg.trainer.precision
-    if precision == "auto":
-        precision = auto_precision(cfg.trainer.accelerator)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )

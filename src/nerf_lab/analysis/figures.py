@@ -116,12 +116,11 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
 
 
 def render_device() -> tuple[Any, bool]:
-    """Where the report renders: the GPU when there is one (in bf16, as training ran there),
-    else the CPU in float32."""
-    import torch
+    """Where the report renders, and whether in bf16: as `trainer.accelerator=auto
+    trainer.precision=auto` would choose (`nerf_lab.training.hardware`)."""
+    from nerf_lab.training.hardware import resolve_device, resolve_precision
 
-    on_gpu = torch.cuda.is_available()
-    return torch.device("cuda" if on_gpu else "cpu"), on_gpu and torch.cuda.is_bf16_supported()
+    return resolve_device("auto"), resolve_precision("auto", "auto").startswith("bf16")
 
 
 def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_width: int = ORBIT_MAX_WIDTH) -> list[str]:

@@ -6,6 +6,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nerf_lab.nerf.parameters import is_int, require
+
+# Most frequency bands an encoding may have. Band k computes sin(2^k·p) in float32: p carries a
+# 24-bit mantissa, so for |p| ≈ 1 the phase 2^k·p is known to about 2^(k-23) rad, and from
+# k = 24 the band is rounding noise (its error against float64 averages 0.4 there and 0.8,
+# that of unrelated values, from k = 26; see tests/test_bad_input.py); from k = 127, 2^k·p
+# overflows to inf and sin gives NaN.
+MAX_FREQUENCY_BANDS = 24
+
 
 class PositionalEncoding(nn.Module):
     """γ(p) = (p, sin(2⁰p), cos(2⁰p), sin(2¹p), cos(2¹p), …, sin(2^{L-1}p), cos(2^{L-1}p)).
@@ -29,10 +38,16 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, n_freqs: int, include_input: bool = True, in_dim: int = 3) -> None:
         super().__init__()
-        if n_freqs < 0:
-            raise ValueError(f"n_freqs must be >= 0, got {n_freqs}")
-        if n_freqs == 0 and not include_input:
-            raise ValueError("an encoding with n_freqs=0 and include_input=False outputs nothing")
+        require(
+            is_int(n_freqs) and 0 <= n_freqs <= MAX_FREQUENCY_BANDS, "n_freqs", n_freqs,
+            f"an integer in [0, {MAX_FREQUENCY_BANDS}] (frequency bands; in float32, sin(2^k·p) for "
+            f"k >= {MAX_FREQUENCY_BANDS} is rounding noise and from k = 127 NaN)",
+        )
+        require(isinstance(include_input, bool), "include_input", include_input, "true or false")
+        require(
+            n_freqs > 0 or include_input, "n_freqs", n_freqs,
+            "n_freqs >= 1 or include_input=true (n_freqs=0 without the raw input encodes nothing)",
+        )
         self.n_freqs = n_freqs
         self.include_input = include_input
         self.in_dim = in_dim

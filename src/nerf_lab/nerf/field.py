@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,25 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nerf_lab.nerf.encoding import PositionalEncoding
+from nerf_lab.nerf.parameters import is_int, require
 
 DENSITY_ACTIVATIONS = ("relu", "softplus")
+
+
+class RadianceField(Protocol):
+    """What the renderer and the tools around it need of a field; `NeRFField` is one.
+
+    Called as `field(positions (*b, 3), unit directions (*b, 3) or broadcastable)` it returns
+    `(rgb (*b, 3) in [0, 1], density (*b) >= 0 per unit length)`. The two counts size the work:
+    `training_flops_per_point` for the FLOP model of a step (bench), and
+    `activation_bytes_per_point` for the rays a chunk when rendering a view on a GPU.
+    """
+
+    def __call__(self, positions: Tensor, directions: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+
+    def training_flops_per_point(self) -> int: ...
+
+    def activation_bytes_per_point(self) -> int: ...
 
 
 class NeRFField(nn.Module):
@@ -47,15 +65,23 @@ class NeRFField(nn.Module):
         initial_density: float = 0.5,
     ) -> None:
         super().__init__()
-        if depth < 1 or width < 2:
-            raise ValueError(f"depth must be >= 1 and width >= 2, got depth={depth}, width={width}")
-        bad_skips = [s for s in skips if not 0 <= s < depth - 1]
-        if bad_skips:
-            raise ValueError(f"skips must lie in [0, depth - 2] = [0, {depth - 2}], got {list(skips)}")
-        if density_activation not in DENSITY_ACTIVATIONS:
-            raise ValueError(f"density_activation must be one of {DENSITY_ACTIVATIONS}")
-        if view_dependent and direction_encoding is None:
-            raise ValueError("a view-dependent field needs a direction_encoding")
+        require(is_int(depth) and depth >= 1, "depth", depth, "an integer >= 1 (layers in the trunk)")
+        require(is_int(width) and width >= 2, "width", width, "an integer >= 2 (units a layer)")
+        skips = list(skips)
+        require(all(is_int(s) for s in skips), "skips", skips, "a list of layer indices, e.g. [4] or []")
+        require(
+            all(0 <= s <= depth - 2 for s in skips), "skips", skips,
+            f"layer indices in [0, {depth - 2}] for depth={depth}",
+        )
+        require(isinstance(view_dependent, bool), "view_dependent", view_dependent, "true or false")
+        require(
+            density_activation in DENSITY_ACTIVATIONS, "density_activation", density_activation,
+            f"one of {', '.join(DENSITY_ACTIVATIONS)}",
+        )
+        require(
+            not view_dependent or direction_encoding is not None, "direction_encoding", direction_encoding,
+            "an encoding of view directions (a view-dependent field needs one)",
+        )
 
         self.position_encoding = position_encoding
         self.direction_encoding = direction_encoding if view_dependent else None
@@ -119,6 +145,12 @@ class NeRFField(nn.Module):
         forward = sum(2 * layer.in_features * layer.out_features for layer in linears)
         first = self.trunk[0]
         return 3 * forward - 2 * first.in_features * first.out_features
+
+    def activation_bytes_per_point(self) -> int:
+        """Bytes of float32 activations a point holds at once in a forward pass: the encoded
+        input and four activations of the widest layer (a skip concatenation's peak)."""
+        width = max(layer.out_features for layer in self.trunk)
+        return 4 * (self.position_encoding.out_dim + 4 * width)
 
     def forward(
         self,

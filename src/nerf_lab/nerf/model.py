@@ -1,4 +1,4 @@
-"""The NeRF model: samplers, coarse and fine fields and the volume renderer, put together."""
+"""The NeRF model: a sampler, coarse and fine fields and the volume renderer, put together."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, ray_box_intersection
+from nerf_lab.nerf.occupancy import bucket_size
+from nerf_lab.nerf.parameters import ParameterError, is_number, require
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.nerf.rendering import (
     accumulate,
@@ -18,131 +19,105 @@ from nerf_lab.nerf.rendering import (
     opacity,
     render_weights,
 )
-from nerf_lab.nerf.sampling import (
-    merge_edges,
-    midpoints,
-    sample_pdf,
-    stratified_edges,
-    stratified_edges_between,
-)
+from nerf_lab.nerf.samplers import StratifiedSampler
+from nerf_lab.nerf.sampling import midpoints
 
 RenderOutputs = dict[str, Tensor]
 
 
 class NeRFModel(nn.Module):
-    """Renders rays through a radiance field, with the paper's hierarchical sampling.
+    """Renders rays through a radiance field: a sampler's samples, one or two fields, and the
+    volume-rendering quadrature (the renderer node of the config: `module.renderer`).
 
-    A field is any module mapping (positions (*b, 3), unit directions (*b, 3) or broadcastable)
-    to (rgb (*b, 3), density (*b)), such as `NeRFField`: the renderer knows nothing of networks.
+    `field` builds a field (a `RadianceField`, such as a `_partial_` `NeRFField` from config):
+    called once for the coarse field and, when `sampler.n_fine > 0`, once more for the fine
+    field (the paper's second network). The renderer knows nothing of networks.
 
-    Coarse pass: `n_coarse` stratified samples in [near, far] through `coarse_field`.
-    Fine pass (when `n_fine > 0`): `n_fine` samples drawn from the coarse weights, merged
-    with the coarse ones, all `n_coarse + n_fine` through `fine_field` (a second network, as
-    in the paper). `n_fine = 0` is the single-pass model of Tiny NeRF.
-
-    Empty-space skipping (both optional, off by default):
-      * `clip_to_box`: each ray's samples tile only its part of [near, far] inside
-        `scene_box` (`ray_box_intersection`); rays that miss it get zero-length samples and
-        render the background;
-      * `occupancy`: samples in cells that the `OccupancyGrid` marks empty (or outside its box)
-        are not sent to the field; their density is 0. Both passes skip them: the fine
-        samples, drawn from the coarse weights, are looked up in the grid too.
+    Coarse pass: `sampler.coarse_edges` in [near, far] through `coarse_field`. Fine pass:
+    `sampler.fine_edges` from the coarse weights, all of them through `fine_field`. In each pass
+    only the samples `sampler.reaching_field` keeps are evaluated (`query_where`); the others
+    have density 0 (empty space, or outside the scene's box).
 
     `forward` returns `rgb` (composited onto `background`), `depth`, `opacity` and `weights`
     of the last pass, plus `rgb_coarse` when there is a fine pass (both are supervised), and
     `field_evals_per_ray` (0-d: points sent to the fields, both passes, a ray on average).
-    Samples are stratified (random) only in training mode and when `perturb` is set.
+
+    Raises `ParameterError` naming `near`, `far`, `background` or `field.<parameter>`.
     """
 
     def __init__(
         self,
-        coarse_field: nn.Module,
-        fine_field: nn.Module | None,
-        n_coarse: int,
-        n_fine: int,
+        field: Callable[[], nn.Module],
+        sampler: StratifiedSampler,
         near: float,
         far: float,
         background: Sequence[float] = (1.0, 1.0, 1.0),
-        perturb: bool = True,
-        occupancy: OccupancyGrid | None = None,
-        clip_to_box: bool = False,
-        scene_box: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
-        if n_coarse < 1 or n_fine < 0:
-            raise ValueError(f"need n_coarse >= 1 and n_fine >= 0, got {n_coarse} and {n_fine}")
-        if (n_fine > 0) != (fine_field is not None):
-            raise ValueError("a fine field is needed exactly when n_fine > 0")
-        if not 0.0 <= near < far:
-            raise ValueError(f"need 0 <= near < far, got near={near}, far={far}")
-        self.coarse_field = coarse_field
-        self.fine_field = fine_field
-        self.n_coarse = n_coarse
-        self.n_fine = n_fine
-        self.near = near
-        self.far = far
-        self.perturb = perturb
+        require(is_number(near) and near >= 0, "near", near, "a depth >= 0")
+        require(is_number(far) and far > near, "far", far, f"a depth > near={near}")
+        require(
+            len(background) == 3 and all(is_number(c) and 0 <= c <= 1 for c in background),
+            "background", background, "an RGB colour in [0, 1]",
+        )
+        try:
+            self.coarse_field = field()
+            self.fine_field = field() if sampler.n_fine > 0 else None
+        except ParameterError as error:
+            raise error.within("field") from None
+        self.sampler = sampler
+        self.near, self.far = float(near), float(far)
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32))
-        self.occupancy = occupancy
-        self.clip_to_box = clip_to_box
-        if clip_to_box:
-            if scene_box is None and occupancy is None:
-                raise ValueError("clip_to_box needs a scene_box (or an occupancy grid, whose box it uses)")
-            box = occupancy.box.clone() if scene_box is None else torch.tensor(scene_box, dtype=torch.float32)
-            # Not persistent: the box comes from the config, and checkpoints stay as they were.
-            self.register_buffer("scene_box", box, persistent=False)
+
+    @property
+    def fields(self) -> list[nn.Module]:
+        return [field for field in (self.coarse_field, self.fine_field) if field is not None]
 
     def compile_fields(self) -> None:
         """torch.compile the fields (the network work); sampling and compositing stay eager."""
-        for field in (self.coarse_field, self.fine_field):
-            if field is not None:
-                field.compile()
+        for field in self.fields:
+            field.compile()
 
     def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> int | float:
         """The fields' floating-point work for one ray in a training step: `n_coarse` points
-        through the coarse field, and `n_coarse + n_fine` through the fine one. Needs fields
-        that count their own (`NeRFField.training_flops_per_point`). With empty-space skipping
-        fewer points reach the fields: give the measured `field_evals_per_ray` (both passes),
-        counted at the coarse field's cost (the two fields are built alike)."""
+        through the coarse field, and `n_coarse + n_fine` through the fine one
+        (`RadianceField.training_flops_per_point`). When fewer points reach the fields, give
+        the measured `field_evals_per_ray` (both passes), counted at the coarse field's cost
+        (the two fields are built alike)."""
         if field_evals_per_ray is not None:
             return field_evals_per_ray * self.coarse_field.training_flops_per_point()
-        total = self.n_coarse * self.coarse_field.training_flops_per_point()
+        total = self.sampler.n_coarse * self.coarse_field.training_flops_per_point()
         if self.fine_field is not None:
-            total += (self.n_coarse + self.n_fine) * self.fine_field.training_flops_per_point()
+            total += self.sampler.samples_per_ray * self.fine_field.training_flops_per_point()
         return total
 
+    def activation_bytes_per_ray(self) -> int:
+        """Memory of one ray's points in its largest pass (for sizing render chunks)."""
+        return self.sampler.samples_per_ray * max(field.activation_bytes_per_point() for field in self.fields)
+
     def forward(self, rays: RayBundle) -> RenderOutputs:
-        stratified = self.training and self.perturb
-        n_rays = rays.origins.shape[0]
         with record_function("nerf.sampling"):
-            if self.clip_to_box:
-                t_min, t_max, _ = ray_box_intersection(rays.origins, rays.directions, self.scene_box, self.near, self.far)
-                coarse_edges = stratified_edges_between(t_min, t_max, self.n_coarse, stratified)
-            else:
-                coarse_edges = stratified_edges(
-                    n_rays, self.n_coarse, self.near, self.far, stratified, rays.origins.device
-                )
+            coarse_edges = self.sampler.coarse_edges(rays, self.near, self.far)
         coarse = self.render_samples(self.coarse_field, rays, coarse_edges)
         if self.fine_field is None:
             return coarse
         with record_function("nerf.sampling"):
-            fine_depths = sample_pdf(
-                coarse_edges, coarse["weights"], self.n_fine, deterministic=not stratified
-            )
-            fine_edges = merge_edges(coarse_edges, fine_depths)
+            fine_edges = self.sampler.fine_edges(coarse_edges, coarse["weights"])
         fine = self.render_samples(self.fine_field, rays, fine_edges)
         fine["rgb_coarse"] = coarse["rgb"]
         fine["field_evals_per_ray"] = fine["field_evals_per_ray"] + coarse["field_evals_per_ray"]
         return fine
+
+    def update(self, step: int) -> bool:
+        """A training step's sampler bookkeeping (the occupancy grid's refresh from the coarse
+        field's density); True when the sampler reset itself (a collapsed grid re-opened)."""
+        return self.sampler.update(self.density, step)
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n"]:
         """The coarse field's density (it does not depend on the view direction): what the
         occupancy grid is refreshed from."""
         directions = positions.new_tensor([0.0, 0.0, 1.0]).expand_as(positions)
         return self.coarse_field(positions, directions)[1]
-
-    def skips_samples(self) -> bool:
-        return self.occupancy is not None or self.clip_to_box
 
     def render_samples(
         self,
@@ -161,15 +136,13 @@ class NeRFModel(nn.Module):
             direction_norm = rays.directions.norm(dim=-1, keepdim=True)
             view_directions = (rays.directions / direction_norm)[:, None, :]
         with record_function("nerf.field"):
-            if self.skips_samples():
-                keep = edges[:, 1:] > edges[:, :-1]  # zero-length samples: rays that miss the box
-                if self.occupancy is not None:
-                    keep = keep & self.occupancy.lookup(positions)
-                rgb, density = query_where(field, positions, view_directions, keep)
-                evals = keep.sum() / keep.shape[0]
-            else:
+            keep = self.sampler.reaching_field(positions, edges)
+            if keep is None:
                 rgb, density = field(positions, view_directions)
                 evals = depths.new_full((), float(depths.shape[-1]))
+            else:
+                rgb, density = query_where(field, positions, view_directions, keep)
+                evals = keep.sum() / keep.shape[0]
 
         # The compositing sums stay in float32 under autocast (see nerf_lab.nerf.rendering).
         with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):

@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from nerf_lab.nerf.parameters import BOX_EXPECTED, is_box, is_int, is_number, require
+
 # Points evaluated at once when refreshing the grid: the memory of one refresh is bounded.
 UPDATE_CHUNK = 1 << 18
 
@@ -99,7 +101,8 @@ def cell_points(
 class OccupancyGrid(nn.Module):
     """R³ cells over `scene_box`, each with a decaying maximum of the density seen in it.
 
-    `update(density_fn, step)` at step t:
+    `update(density_fn, step)` at every training step t does the whole schedule:
+      * every `update_every` steps only;
       * warm-up: every cell stays occupied, and nothing is evaluated, until `warmup_steps`,
         while the field is still learning where things are (a fresh field is foggy
         everywhere: its readings would keep every cell open long after);
@@ -130,13 +133,15 @@ class OccupancyGrid(nn.Module):
         min_occupied: float = 1e-3,
     ) -> None:
         super().__init__()
+        require(is_box(scene_box), "scene_box", scene_box, BOX_EXPECTED)
+        require(is_int(resolution) and resolution >= 1, "resolution", resolution, "an integer >= 1 (cells along each axis)")
+        require(is_int(update_every) and update_every >= 1, "update_every", update_every, "an integer >= 1 (steps between grid refreshes)")
+        require(is_number(threshold) and 0 < threshold < 1, "threshold", threshold, "an opacity in (0, 1) of one sample step")
+        require(is_number(ema_decay) and 0 <= ema_decay <= 1, "ema_decay", ema_decay, "a decay in [0, 1]")
+        require(is_int(warmup_steps) and warmup_steps >= 0, "warmup_steps", warmup_steps, "an integer >= 0 (steps with every cell open)")
+        require(is_number(min_occupied) and 0 <= min_occupied < 1, "min_occupied", min_occupied, "a fraction in [0, 1) of cells")
+        require(is_number(step_size) and step_size > 0, "step_size", step_size, "a length > 0 (one sample step)")
         box = torch.tensor(scene_box, dtype=torch.float32)
-        if box.shape != (2, 3) or not bool((box[1] > box[0]).all()):
-            raise ValueError(f"scene_box must be [[x, y, z]_min, [x, y, z]_max] with min < max, got {scene_box}")
-        if resolution < 1 or update_every < 1 or warmup_steps < 0:
-            raise ValueError("need resolution >= 1, update_every >= 1 and warmup_steps >= 0")
-        if not 0.0 < threshold < 1.0 or not 0.0 <= ema_decay <= 1.0 or not 0.0 <= min_occupied < 1.0:
-            raise ValueError("need 0 < threshold < 1, 0 <= ema_decay <= 1 and 0 <= min_occupied < 1")
         self.resolution, self.step_size, self.threshold = resolution, step_size, threshold
         self.ema_decay, self.warmup_steps, self.update_every = ema_decay, warmup_steps, update_every
         self.min_occupied = min_occupied
@@ -164,9 +169,11 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[Tensor], Tensor], step: int) -> bool:
-        """Refresh the grid from `density_fn` (points (n, 3) → densities (n)); True when the
-        grid had collapsed below `min_occupied` and every cell was re-opened."""
-        if step < int(self.open_until):
+        """At training step `step`: refresh the grid from `density_fn` (points (n, 3) →
+        densities (n)) if the schedule says so (every `update_every` steps, once the warm-up is
+        over); True when the grid had collapsed below `min_occupied` and every cell was
+        re-opened."""
+        if step % self.update_every != 0 or step < int(self.open_until):
             return False
         indices = self.cells_to_refresh()
         points = cell_points(indices, self.box, self.resolution, jitter=True)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.training.config import build_datamodule, build_module, build_nerf
+from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module
 from nerf_lab.training.module import NeRFLitModule
 
 
@@ -53,8 +53,9 @@ def check_resumable(cfg: DictConfig) -> None:
     """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint of a model of the
     shape this config builds (checked before the run folder is made)."""
     checkpoint = read_checkpoint(cfg.ckpt_path)
-    expected = {f"model.{name}": tensor.shape for name, tensor in build_nerf(cfg).state_dict().items()}
-    stored = {name: tensor.shape for name, tensor in checkpoint["state_dict"].items() if name.startswith("model.")}
+    expected = {f"model.{name}": tensor.shape for name, tensor in build_module(cfg).model.state_dict().items()}
+    state = upgrade_state_dict(checkpoint["state_dict"])
+    stored = {name: tensor.shape for name, tensor in state.items() if name.startswith("model.")}
     for name in sorted(expected.keys() | stored.keys()):
         if expected.get(name) != stored.get(name):
             raise ConfigError(
@@ -91,8 +92,9 @@ def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ConfigError(f"chunk={chunk!r} is not allowed: expected a positive integer (rays a chunk), or null")
     try:
-        module = build_module(OmegaConf.create(checkpoint["hyper_parameters"]["config"]))
-        module.load_state_dict(checkpoint["state_dict"])
+        config = upgrade_stored_config(checkpoint["hyper_parameters"]["config"])
+        module = build_module(config, config=OmegaConf.to_container(config))
+        module.load_state_dict(upgrade_state_dict(checkpoint["state_dict"]))
     except (RuntimeError, KeyError, TypeError, ValueError, OmegaConfBaseException) as error:
         raise ConfigError(f"ckpt_path={ckpt_path} could not be rebuilt as a nerf_lab model: {error}".splitlines()[0]) from None
     if chunk is not None:
@@ -105,12 +107,44 @@ def load_initial_weights(module: NeRFLitModule, path: str, key: str) -> None:
     """Start from a checkpoint's fields (and grid, where both have one), so that the timed
     steps are those of a trained field: a grid is only sparse once the field has learned
     where the scene is. The grid refreshes from the first step, as it would in that run."""
-    state = read_checkpoint(path, key)["state_dict"]
-    grid = module.model.occupancy
-    if grid is None or not any(".occupancy." in name for name in state):
-        state = {name: value for name, value in state.items() if ".occupancy." not in name}
+    state = upgrade_state_dict(read_checkpoint(path, key)["state_dict"])
+    grid = getattr(module.model.sampler, "grid", None)
+    if grid is None or not any(GRID_PREFIX in name for name in state):
+        state = {name: value for name, value in state.items() if GRID_PREFIX not in name}
     missing, unexpected = module.load_state_dict(state, strict=False)
-    if unexpected or any(".occupancy." not in name for name in missing):
+    if unexpected or any(GRID_PREFIX not in name for name in missing):
         raise ConfigError(f"{key}={path}: its model does not match this config's (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if grid is not None:
         grid.open_until.zero_()
+
+
+# Where the occupancy grid's state sits in a checkpoint, and where it sat before the grid moved
+# into its sampler (issue 17).
+GRID_PREFIX = "model.sampler.grid."
+OLD_GRID_PREFIX = "model.occupancy."
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights under today's names (the grid's moved into the sampler)."""
+    return {GRID_PREFIX + name.removeprefix(OLD_GRID_PREFIX) if name.startswith(OLD_GRID_PREFIX) else name: value
+            for name, value in state.items()}
+
+
+def upgrade_stored_config(config: dict[str, Any]) -> DictConfig:
+    """A checkpoint's stored run config with the renderer node of today's config: a checkpoint
+    written before the config held the object tree (issue 17) gets `module` from
+    conf/module/nerf.yaml, its field node the encodings, and its sampling the sampler node
+    (the occupancy grid's when it had one), all pointing at the stored values."""
+    cfg = OmegaConf.create(config)
+    if "module" in cfg:
+        return cfg
+    with open_dict(cfg):
+        cfg.module = OmegaConf.load(CONF_DIR / "module" / "nerf.yaml")
+        cfg.model.position_encoding = "${encoding.position}"
+        cfg.model.direction_encoding = "${encoding.direction}"
+        sampler = {"_target_": "nerf_lab.nerf.samplers.StratifiedSampler", "n_coarse": "${..n_c}", "n_fine": "${..n_f}", "perturb": "${..perturb}"}
+        if cfg.sampling.get("grid") is not None:
+            sampler |= {"_target_": "nerf_lab.nerf.samplers.OccupancyGridSampler", "scene_box": "${data.scene_box}", "grid": "${..grid}"}
+        cfg.sampling.pop("clip_to_box", None)
+        cfg.sampling.sampler = sampler
+    return cfg

@@ -1,12 +1,19 @@
 """From a composed Hydra config to objects, and the checks that make a bad value fail at once.
 
-`validate_config` runs before a run folder is made and before any image is decoded; each
-problem is reported as one line naming the key and what it accepts.
+Each constraint lives in one place. Our constructors check their own parameters
+(`nerf_lab.nerf.parameters.require`); `instantiate_checked` builds a node and turns such an
+error into the config key the user wrote, following the config's interpolations
+(`module.renderer.field.depth` → `model.depth`). The `CHECKS` table below holds only what no
+constructor of ours checks: third-party arguments (Trainer, Adam), plain keys (seed), the data
+module's values, and checks that span objects. `validate_config` runs all of it, building the
+objects, before a run folder is made and before any image is decoded; each problem is one line
+naming the key and what it accepts.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +24,10 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from nerf_lab.data.batches import RAY_SAMPLING
 from nerf_lab.errors import ConfigError
-from nerf_lab.nerf.field import DENSITY_ACTIVATIONS
-from nerf_lab.nerf.model import NeRFModel
+from nerf_lab.nerf.parameters import ParameterError
+from nerf_lab.nerf.parameters import is_box as _is_box
+from nerf_lab.nerf.parameters import is_int as _is_int
+from nerf_lab.nerf.parameters import is_number as _is_number
 from nerf_lab.training.module import NeRFLitModule
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -26,72 +35,23 @@ CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "transformer-engine")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float (not a bool): inf and NaN reach no key as a meaningful value."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_positive_int_or_none(value: Any) -> bool:
     return value is None or (_is_int(value) and value >= 1)
 
 
-# Most frequency bands an encoding may have. Band k computes sin(2^k·p) in float32: p carries a
-# 24-bit mantissa, so for |p| ≈ 1 the phase 2^k·p is known to about 2^(k-23) rad, and from
-# k = 24 the band is rounding noise (its error against float64 averages 0.4 there and 0.8,
-# that of unrelated values, from k = 26; see tests/test_bad_input.py); from k = 127, 2^k·p
-# overflows to inf and sin gives NaN.
-MAX_FREQUENCY_BANDS = 24
+# `${nerf_lab.background:${data.white_background}}`: the renderer's background colour.
+OmegaConf.register_new_resolver(
+    "nerf_lab.background", lambda white: [1.0, 1.0, 1.0] if white else [0.0, 0.0, 0.0], replace=True
+)
 
 
-def _bands_check(what: str) -> tuple[Callable[[Any], bool], str]:
-    expected = (
-        f"an integer in [0, {MAX_FREQUENCY_BANDS}] (frequency bands for {what}; in float32, "
-        f"sin(2^k·p) for k >= {MAX_FREQUENCY_BANDS} is rounding noise and from k = 127 NaN)"
-    )
-    return (lambda v: _is_int(v) and 0 <= v <= MAX_FREQUENCY_BANDS), expected
-
-
-def _is_box(value: Any) -> bool:
-    return (
-        isinstance(value, list) and len(value) == 2
-        and all(isinstance(c, list) and len(c) == 3 and all(_is_number(x) for x in c) for c in value)
-        and all(lo < hi for lo, hi in zip(*value))
-    )
-
-
-# (key, check, what is expected). Checks see the resolved value.
+# (key, check, what is expected): what no constructor of ours checks. Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (layers in the trunk)"),
-    ("model.width", lambda v: _is_int(v) and v >= 2, "an integer >= 2 (units a layer)"),
-    ("model.skips", lambda v: isinstance(v, list) and all(_is_int(s) for s in v), "a list of layer indices, e.g. [4] or []"),
-    ("model.view_dependent", lambda v: isinstance(v, bool), "true or false"),
-    ("model.density_activation", lambda v: v in DENSITY_ACTIVATIONS, f"one of {', '.join(DENSITY_ACTIVATIONS)}"),
-    ("encoding.position.n_freqs", *_bands_check("positions")),
-    ("encoding.position.include_input", lambda v: isinstance(v, bool), "true or false"),
-    ("encoding.direction.n_freqs", *_bands_check("directions")),
-    ("encoding.direction.include_input", lambda v: isinstance(v, bool), "true or false"),
-    ("sampling.n_c", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (coarse samples a ray)"),
-    ("sampling.n_f", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (fine samples a ray; 0 = single pass)"),
-    ("sampling.perturb", lambda v: isinstance(v, bool), "true or false"),
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
-    # Empty-space skipping (sampling=occupancy); absent keys (None) mean off.
-    ("sampling.clip_to_box", lambda v: v is None or isinstance(v, bool), "true or false"),
-    ("sampling.grid.resolution", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (cells along each axis)"),
-    ("sampling.grid.update_every", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (steps between grid refreshes)"),
-    ("sampling.grid.threshold", lambda v: v is None or (_is_number(v) and 0 < v < 1), "an opacity in (0, 1) of one sample step"),
-    ("sampling.grid.ema_decay", lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a decay in [0, 1]"),
-    ("sampling.grid.warmup_steps", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 (steps with every cell open)"),
-    ("sampling.grid.min_occupied", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "a fraction in [0, 1) of cells"),
     ("data.scene_box", lambda v: v is None or _is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
     ("data.resolution", lambda v: _is_int(v) and v >= 1, "a positive integer (image width in pixels)"),
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
-    ("data.near", lambda v: _is_number(v) and v >= 0, "a depth >= 0"),
-    ("data.far", lambda v: _is_number(v) and v > 0, "a depth > data.near"),
     ("data.white_background", lambda v: isinstance(v, bool), "true or false"),
     ("data.precrop_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.precrop_frac", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
@@ -174,85 +134,69 @@ def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
 
 def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
     """Raise `ConfigError` for the first value that does not fit, naming the key; with
-    `check_files`, also `DataError` for a missing or malformed scene (no image is decoded)."""
+    `check_files`, also `DataError` for a missing or malformed scene (no image is decoded).
+    Builds the data module and the LightningModule (cheap: no image is read), so that every
+    constructor's check runs before the run folder exists."""
     check_values(cfg, CHECKS)
-
-    depth, skips = cfg.model.depth, list(cfg.model.skips)
-    if any(not 0 <= s <= depth - 2 for s in skips):
-        raise ConfigError(f"model.skips={skips} is not allowed: expected layer indices in [0, {depth - 2}] for model.depth={depth}")
-    for name in ("position", "direction"):
-        encoding = cfg.encoding[name]
-        if encoding.n_freqs == 0 and not encoding.include_input:
-            raise ConfigError(
-                f"encoding.{name}.n_freqs=0 with encoding.{name}.include_input=false encodes nothing: "
-                "expected n_freqs >= 1 or include_input=true"
-            )
-    if cfg.data.far <= cfg.data.near:
-        raise ConfigError(f"data.far={cfg.data.far} is not allowed: expected more than data.near={cfg.data.near}")
-    if (cfg.sampling.get("clip_to_box") or cfg.sampling.get("grid")) and cfg.data.get("scene_box") is None:
-        raise ConfigError("data.scene_box is null: expected the scene's box, which sampling.clip_to_box and sampling.grid need")
     if cfg.optim.lr_final > cfg.optim.lr:
         raise ConfigError(f"optim.lr_final={cfg.optim.lr_final} is not allowed: expected at most optim.lr={cfg.optim.lr} (the rate decays)")
-    # Building the data module loads nothing; it checks what the table above cannot.
     datamodule = build_datamodule(cfg)
+    build_module(cfg)
     if check_files:
         datamodule.check_scene()
 
 
-def build_datamodule(cfg: DictConfig) -> Any:
+def source_key(cfg: DictConfig, key: str) -> str:
+    """The key a user sets for `key`, following interpolations: in the training config
+    `module.renderer.sampler.n_coarse` is `${sampling.sampler}`'s `n_coarse`, which is
+    `${..n_c}`, so `sampling.n_c`. A key that is not an interpolation is its own source."""
+    parts = key.split(".")
+    node: Any = cfg
+    for index, part in enumerate(parts):
+        child = node._get_node(part) if isinstance(node, DictConfig) else None
+        if child is None:
+            return key
+        if child._is_interpolation():
+            match = re.fullmatch(r"\$\{(\.*)([\w.]+)\}", str(child._value()))
+            if match is None:  # a resolver, not a plain reference: the key itself is the source
+                return ".".join(parts[: index + 1])
+            dots, target = match.groups()
+            base = parts[: index + 1 - len(dots)] if dots else []
+            return source_key(cfg, ".".join([*base, target, *parts[index + 1 :]]))
+        node = child
+    return key
+
+
+def instantiate_checked(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`instantiate` the node at `key`, resolved first (Hydra would otherwise write resolved
+    values into `cfg` itself); a constructor's `ParameterError` becomes the one-line
+    `ConfigError` naming the user's key, and any other constructor error one line too."""
+    node = OmegaConf.create(OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True))
     try:
-        return instantiate(cfg.data)
+        return instantiate(node, **kwargs)
     except ConfigError:
         raise
     except Exception as error:  # Hydra wraps the constructor's error; unwrap ours
-        cause = error.__cause__
+        cause = error.__cause__ or error
         if isinstance(cause, ConfigError):
             raise cause from None
-        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
-        raise ConfigError(f"data ({cfg.data.get('_target_')}): {reason}".splitlines()[0]) from None
+        if isinstance(cause, ParameterError):
+            where = re.search(r"full_key: (\S+)", str(error))
+            path = ".".join(p for p in (key, where.group(1) if where else "", cause.parameter) if p)
+            user_key = source_key(cfg, path)
+            raise ConfigError(f"{user_key}={cause.value!r} is not allowed: expected {cause.expected}", key=user_key) from None
+        reason = f"{type(cause).__name__}: {cause}"
+        raise ConfigError(f"{key} ({OmegaConf.select(cfg, key + '._target_')}): {reason}".splitlines()[0]) from None
 
 
-def background_colour(cfg: DictConfig) -> tuple[float, float, float]:
-    return (1.0, 1.0, 1.0) if cfg.data.white_background else (0.0, 0.0, 0.0)
+def build_datamodule(cfg: DictConfig) -> Any:
+    """The run's LightningDataModule (`data`): nothing is read yet."""
+    return instantiate_checked(cfg, "data")
 
 
-def build_nerf(cfg: DictConfig) -> NeRFModel:
-    """The NeRF the config describes: its encodings (`encoding.position`, `encoding.direction`)
-    and field (`model`, a `_partial_` NeRFField) instantiated, a coarse field and, when
-    `sampling.n_f > 0`, a fine one, and the renderer's samples and depth range."""
-    position, direction = instantiate(cfg.encoding.position), instantiate(cfg.encoding.direction)
-    make_field = instantiate(cfg.model)  # a partial of NeRFField: the encodings are injected
-    n_fine = cfg.sampling.n_f
-    # Empty-space skipping (sampling=occupancy): optional keys, absent in the other samplers.
-    grid_cfg, box_cfg = cfg.sampling.get("grid"), cfg.data.get("scene_box")
-    scene_box = None if box_cfg is None else [[float(x) for x in corner] for corner in box_cfg]
-    grid = None
-    if grid_cfg is not None:  # a partial OccupancyGrid: the box and step come from data/sampling
-        step_size = (cfg.data.far - cfg.data.near) / cfg.sampling.n_c  # one coarse sample step
-        grid = instantiate(grid_cfg)(scene_box, step_size=float(step_size))
-    return NeRFModel(
-        coarse_field=make_field(position_encoding=position, direction_encoding=direction),
-        fine_field=make_field(position_encoding=position, direction_encoding=direction) if n_fine > 0 else None,
-        n_coarse=cfg.sampling.n_c,
-        n_fine=n_fine,
-        near=cfg.data.near,
-        far=cfg.data.far,
-        background=background_colour(cfg),
-        perturb=cfg.sampling.perturb,
-        occupancy=grid,
-        clip_to_box=bool(cfg.sampling.get("clip_to_box", False)),
-        scene_box=scene_box,
-    )
-
-
-def build_module(cfg: DictConfig) -> NeRFLitModule:
-    """The LightningModule of a run: the model, the `_partial_` optimizer (`optim.optimizer`)
-    and the schedule (`optim.scheduler`) from config, and the whole config, resolved, to keep
-    in its checkpoints (from which `load_trained` rebuilds it)."""
-    return NeRFLitModule(
-        model=build_nerf(cfg),
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler),
-        chunk=cfg.sampling.chunk,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+def build_module(cfg: DictConfig, config: dict[str, Any] | None = None) -> NeRFLitModule:
+    """The run's LightningModule, `instantiate(cfg.module)`: the renderer with its field(s),
+    encodings and sampler, the `_partial_` optimizer and schedule. `config`, the run's whole
+    config as plain data, is kept in its hyper-parameters (and so in its checkpoints)."""
+    make_module = instantiate_checked(cfg, "module", _partial_=True)
+    return make_module(config=config)

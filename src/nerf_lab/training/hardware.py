@@ -48,12 +48,25 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def auto_precision(accelerator: str) -> str:
-    """`trainer.precision=auto`: bf16-mixed where the hardware computes in bf16, else 32-true."""
-    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if use_gpu:
+def on_gpu(accelerator: str) -> bool:
+    """Whether `accelerator` (Lightning's spelling: auto, cpu, gpu, cuda) runs on a CUDA GPU."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """The precision a command runs in, the one rule for train, eval, render, bench and the
+    report: `auto` is bf16-mixed where the hardware computes in bf16 (a GPU that supports it,
+    a CPU with AVX-512 BF16 or AMX), else 32-true; any other value is kept."""
+    if str(precision) != "auto":
+        return str(precision)
+    if on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """The device a command that renders outside a Trainer (render, the report) uses."""
+    return torch.device("cuda" if on_gpu(accelerator) else "cpu")
 
 
 # `sampling.chunk=null` (auto): rays a chunk when rendering whole views. On a CPU, 8192 rays keep
@@ -62,24 +75,22 @@ CPU_RENDER_CHUNK = 8192
 MAX_GPU_RENDER_CHUNK = 65536
 
 
-def render_chunk(device: torch.device, points_per_ray: int, width: int, input_width: int, memory_fraction: float = 0.5) -> int:
+def render_chunk(device: torch.device, bytes_per_ray: int, memory_fraction: float = 0.5) -> int:
     """Rays a chunk for rendering whole views on `device` (`sampling.chunk=null`).
 
     CPU: `CPU_RENDER_CHUNK`. CUDA: the largest power of two, at most `MAX_GPU_RENDER_CHUNK`,
     whose activations fit in `memory_fraction` of the memory this process can still get (free
-    on the device, plus what PyTorch's allocator holds unused). A point is estimated at
-    4 · (input_width + 4 · width) bytes, the encoded input and four activations of the widest
-    layer in float32 (the most a field's forward keeps at once, at a skip concatenation); under
-    bf16 autocast the need is about half. A ray has `points_per_ray` points in its largest pass.
+    on the device, plus what PyTorch's allocator holds unused). `bytes_per_ray` is the model's
+    estimate for one ray's points in its largest pass (`NeRFModel.activation_bytes_per_ray`:
+    float32 activations; under bf16 autocast the need is about half).
 
-    Example: the paper's fine pass (192 points, width 256, input 63) is 834,816 bytes a ray; an
-    H100 with 78 GB free fits 46,716 such rays in half of it, so it renders 32,768 a chunk.
+    Example: the paper's fine pass (192 points of 4 · (63 + 4 · 256) bytes) is 834,816 bytes a
+    ray; an H100 with 78 GB free fits 46,716 such rays in half of it, so it renders 32,768 a chunk.
     """
     if device.type != "cuda":
         return CPU_RENDER_CHUNK
     free, _ = torch.cuda.mem_get_info(device)
     available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    bytes_per_ray = points_per_ray * 4 * (input_width + 4 * width)
     rays = int(memory_fraction * available // bytes_per_ray)
     chunk = 1 << max(rays, 1).bit_length() - 1  # the power of two at or below
     return max(1024, min(MAX_GPU_RENDER_CHUNK, chunk))

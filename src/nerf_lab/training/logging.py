@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
+from nerf_lab.nerf.metrics import image_psnr
 from nerf_lab.training.panels import view_panel
 
 
@@ -30,7 +30,7 @@ class LogViewImages(pl.Callback):
         if outputs is None or not hasattr(writer, "add_image"):
             return
         prediction, target = outputs["rgb"].float().clamp(0, 1), batch["rgb"].float()
-        psnr = float(-10 * torch.log10(torch.mean((prediction - target) ** 2)))
-        near, far = trainer.datamodule.near, trainer.datamodule.far
+        psnr = image_psnr(prediction, target)
+        near, far = trainer.lightning_module.model.near, trainer.lightning_module.model.far
         panel = view_panel(target, prediction, outputs["depth"], outputs["opacity"], near, far, f"prediction, {psnr:.2f} dB")
         writer.add_image(f"{split}/view_{int(batch['view'])}", panel, trainer.global_step, dataformats="HWC")

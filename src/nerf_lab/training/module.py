@@ -14,6 +14,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nerf_lab.errors import TrainingDiverged
+from nerf_lab.nerf.metrics import psnr_from_mse
 from nerf_lab.nerf.model import NeRFModel, RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.training.hardware import render_chunk
@@ -22,11 +23,6 @@ Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 log = logging.getLogger(__name__)
-
-
-def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR of images in [0, 1]: −10 log10(MSE)."""
-    return -10.0 * torch.log10(mse)
 
 
 def _to_image_batch(rgb: torch.Tensor) -> torch.Tensor:
@@ -50,7 +46,7 @@ class NeRFLitModule(pl.LightningModule):
     by `nerf_lab.training.config.build_module`, which also hands over the whole run `config`:
     kept in the hyper-parameters, so that a checkpoint alone rebuilds the module
     (`nerf_lab.training.checkpoints.load_trained`). The module reads no config itself: steps and
-    the logging interval come from its trainer, near and far from the model.
+    the logging interval come from its trainer.
 
     Loss: MSE of the fine pass's colour, plus the coarse pass's when there is a fine pass (the
     paper). Metrics: `train/loss`, `train/psnr` every `trainer.log_every_n_steps`; `val/psnr`,
@@ -61,7 +57,7 @@ class NeRFLitModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: NeRFModel,
+        renderer: NeRFModel,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory,
         chunk: int | None = None,
@@ -70,12 +66,11 @@ class NeRFLitModule(pl.LightningModule):
         super().__init__()
         # logger=False: the run logs its hyper-parameters itself, once, with its final metrics.
         # Only plain values are kept (chunk, config); the objects are rebuilt from the config.
-        self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler"])
-        self.model = model
+        self.save_hyperparameters(logger=False, ignore=["renderer", "optimizer", "scheduler"])
+        self.model = renderer  # named `model` in the state dict (checkpoints: `model.coarse_field.…`)
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
         self.chunk = chunk  # rays a chunk when rendering whole views; None: sized for the device
-        self.near, self.far = model.near, model.far
         self.initial_lr: float | None = None  # known once the optimizer is made
 
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
@@ -95,10 +90,7 @@ class NeRFLitModule(pl.LightningModule):
         """Rays a chunk when rendering whole views: `sampling.chunk`, or when that is null the
         device's size (`nerf_lab.training.hardware.render_chunk`), chosen once, at first use."""
         if self._chunk is None:
-            field = self.model.fine_field or self.model.coarse_field
-            width = max(layer.out_features for layer in field.trunk)
-            points = self.model.n_coarse + self.model.n_fine
-            self._chunk = render_chunk(self.device, points, width, field.position_encoding.out_dim)
+            self._chunk = render_chunk(self.device, self.model.activation_bytes_per_ray())
         return self._chunk
 
     @chunk.setter
@@ -119,34 +111,31 @@ class NeRFLitModule(pl.LightningModule):
 
     # --- training ---
 
-    def refresh_occupancy(self) -> None:
-        """Every `update_every` steps, refresh the occupancy grid (if any) from the coarse
-        field; say so in the log when it had collapsed and was re-opened."""
-        grid = self.model.occupancy
-        if grid is None or self.global_step % grid.update_every != 0:
-            return
-        if grid.update(self.model.density, self.global_step):
+    def update_sampler(self) -> None:
+        """The sampler's per-step bookkeeping (the occupancy grid's schedule, which the grid
+        owns); say so in the log when a collapsed grid was re-opened."""
+        if self.model.update(self.global_step):
             log.warning(
-                "step %d: the occupancy grid held fewer than %g of its cells (a field in the white "
-                "minimum?): every cell re-opened", self.global_step, grid.min_occupied,
+                "step %d: the occupancy grid held too few occupied cells (a field in the white "
+                "minimum?): every cell re-opened", self.global_step,
             )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        self.refresh_occupancy()
+        self.update_sampler()
         outputs = self.model(RayBundle(batch["origins"], batch["directions"]))
         mse = F.mse_loss(outputs["rgb"], batch["rgb"])
         loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
         # Logged tensors are only read (a device sync) when the logger or the bar writes them.
         # sync_dist: with data-parallel ranks the logged values are means over all of them.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True, sync_dist=True)
+        self.log("train/psnr", psnr_from_mse(mse.detach()), prog_bar=True, sync_dist=True)
         not_finite = ~torch.isfinite(loss.detach())
         flag = self.loss_was_not_finite
         self.loss_was_not_finite = not_finite if flag is None else flag | not_finite
         self.log("train/field_evals_per_ray", outputs["field_evals_per_ray"].float(), sync_dist=True)
         self.last_field_evals_per_ray = outputs["field_evals_per_ray"].detach()
-        if self.model.occupancy is not None:
-            self.log("train/occupied_fraction", self.model.occupancy.occupied_fraction(), sync_dist=True)
+        for name, value in self.model.sampler.statistics().items():
+            self.log(f"train/{name}", value, sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
