@@ -69,10 +69,17 @@ def test_the_band_limit_is_where_float32_bands_stop_carrying_position():
     p = torch.linspace(-4, 4, 20001, dtype=torch.float64)[:, None]
 
     def band_error(n_freqs: int) -> float:
-        top32 = PositionalEncoding(n_freqs, include_input=False, in_dim=1)(p.float())[:, -2]
+        # The top band as the encoding computes it (2^k·p, then sin, in float32); above the
+        # limit, which the encoding now refuses, the same two operations by hand.
+        if n_freqs <= MAX_FREQUENCY_BANDS:
+            top32 = PositionalEncoding(n_freqs, include_input=False, in_dim=1)(p.float())[:, -2]
+        else:
+            top32 = torch.sin(p.float()[:, 0] * torch.tensor(2.0, dtype=torch.float32) ** (n_freqs - 1))
         return float((top32.double() - torch.sin(p[:, 0] * 2.0 ** (n_freqs - 1))).abs().mean())
 
     assert band_error(10) < 1e-4  # the paper's L = 10: exact to float32
     assert band_error(MAX_FREQUENCY_BANDS) < 0.3
+    with pytest.raises(ValueError, match="n_freqs=25 is not allowed"):
+        PositionalEncoding(MAX_FREQUENCY_BANDS + 1)
     assert band_error(MAX_FREQUENCY_BANDS + 4) > 0.6
     assert math.isnan(band_error(200))

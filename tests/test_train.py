@@ -129,3 +129,13 @@ def test_metrics_are_float32_under_bf16_autocast(make_cfg):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         module.test_step(batch, 0)
     assert module.test_ssim.compute().item() == pytest.approx(reference, abs=1e-6)
+
+
+def test_the_test_score_is_that_of_the_best_checkpoint_the_report_renders(make_cfg):
+    cfg = make_cfg()
+    metrics = train(cfg)
+    assert metrics["tested_checkpoint"] == "best.ckpt" and metrics["tested_step"] in (6, 12)
+    trained = load_trained(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(trained.module, datamodule=trained.datamodule(test_views=2), verbose=False)
+    assert float(trainer.callback_metrics["test/psnr"]) == metrics["test/psnr"]

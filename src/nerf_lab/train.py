@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.training.callbacks import AtomicCheckpointIO
-from nerf_lab.training.checkpoints import check_resumable
+from nerf_lab.training.checkpoints import check_resumable, read_checkpoint
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
@@ -84,9 +84,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # optimizer state; it is kept so the run can go on. Every load is weights_only=True.
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED}
+    tested: dict[str, Any] = {}
     if cfg.test:
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        # The weights of the best validation, as the report renders them and eval is shown with.
+        best = best_checkpoint(trainer)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        tested = {
+            "tested_checkpoint": "final weights" if best is None else Path(best).name,
+            "tested_step": trainer.global_step if best is None else int(read_checkpoint(best)["global_step"]),
+        }
 
     not_finite = [f"{key} {value}" for key, value in metrics.items() if not math.isfinite(value)]
     if not_finite:
@@ -103,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "device": _device_name(trainer),
             "precision": str(trainer.precision),
             "status": "completed",
+            **tested,
         }
     )
     if trainer.is_global_zero:
@@ -110,6 +118,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomically(output_dir / METRICS_FILE, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The checkpoint of the best `val/psnr` (the checkpoint callback that monitors it), or None
+    when there is none (callbacks.best_checkpoint=null, or no validation ran)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) == "val/psnr" and callback.best_model_path:
+            return callback.best_model_path
+    return None
 
 
 def _summary_line(metrics: dict[str, Any], output_dir: Path) -> str:
