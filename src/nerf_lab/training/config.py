@@ -63,6 +63,25 @@ def _is_box(value: Any) -> bool:
     )
 
 
+# The farthest sample depth accepted, in scene units: float32 positions o + t·d keep about
+# 2^-23·t of resolution, 1e-3 scene units at t = 1e4, the scale of a unit scene's detail; and
+# beyond it the (far − near)/n_c sample spacing leaves no sample near any scene of that scale.
+MAX_FAR = 1.0e4
+
+
+def _is_time_limit(value: Any) -> bool:
+    """Lightning's max_time as nerf_lab's config gives it: null, or "DD:HH:MM:SS" above zero."""
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return all(_is_number(v) and v >= 0 for v in value.values()) and sum(value.values()) > 0
+    parts = str(value).split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        return False
+    days, hours, minutes, seconds = map(int, parts)
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
+
+
 # (key, check, what is expected). Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (layers in the trunk)"),
@@ -91,7 +110,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
     ("data.near", lambda v: _is_number(v) and v >= 0, "a depth >= 0"),
-    ("data.far", lambda v: _is_number(v) and v > 0, "a depth > data.near"),
+    ("data.far", lambda v: _is_number(v) and 0 < v <= MAX_FAR, f"a depth > data.near and at most {MAX_FAR:g} (scene units)"),
     ("data.white_background", lambda v: isinstance(v, bool), "true or false"),
     ("data.precrop_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.precrop_frac", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
@@ -108,6 +127,14 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.max_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("trainer.val_check_interval", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (steps between validations)"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    # A run must train: none of these may leave it zero steps (or, for devices, none to run on).
+    ("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (batches an optimiser step)"),
+    ("trainer.max_time", _is_time_limit, "a wall-clock limit above zero, DD:HH:MM:SS (e.g. 00:00:09:00), or null"),
+    (
+        "trainer.devices",
+        lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or (isinstance(v, list) and len(v) >= 1 and all(_is_int(d) and d >= 0 for d in v)),
+        "an integer >= 1 (devices), -1 or auto (all), or a non-empty list of device indices",
+    ),
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
 ]
