@@ -20,7 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from nerf_lab.errors import ConfigError
+from nerf_lab.data.blender import check_images, read_split_index
+from nerf_lab.errors import ConfigError, DataError
 from nerf_lab.training.config import build_datamodule, build_module
 from nerf_lab.training.module import NeRFLitModule
 from nerf_lab.training.run_config import config_from_checkpoint
@@ -74,20 +75,21 @@ def _refuse_compressed_records(path: Path, key: str) -> None:
         )
 
 
-def check_resumable(cfg: DictConfig) -> None:
+def check_resumable(cfg: DictConfig) -> list[str]:
     """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint whose tensors fit
     the model this config builds, its run and this config differ only in keys that may change
     mid-run, and `trainer.max_steps` leaves steps to train (checked before the run folder is
-    made; see `nerf_lab.training.resume`)."""
+    made; see `nerf_lab.training.resume`). Returns the changed keys that apply."""
     from nerf_lab.training.resume import check_resume_changes
 
     checkpoint = read_checkpoint(cfg.ckpt_path)
-    check_resume_changes(cfg, checkpoint)
+    changes = check_resume_changes(cfg, checkpoint)
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(plain):
         plain.pop("hydra", None)
         plain.paths.output_dir = "."  # not resolvable outside the run; no part of the model
     check_tensors(checkpoint, build_module(plain), cfg.ckpt_path, finite=False)
+    return changes
 
 
 def check_tensors(checkpoint: dict[str, Any], module: NeRFLitModule, path: str | Path, finite: bool = True) -> None:
@@ -114,8 +116,8 @@ def check_tensors(checkpoint: dict[str, Any], module: NeRFLitModule, path: str |
             f"optimizer state are {allowed / 2**20:.1f} MiB at most"
         )
     if finite:
-        for name, tensor in stored.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        for name, tensor in stored.items():  # the model's (a metric's running max starts at -inf)
+            if name.startswith("model.") and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ConfigError(
                     f"ckpt_path={path} holds non-finite weights ({name} has NaN or infinite values; the run diverged): "
                     "expected a checkpoint of a run that trained, e.g. an earlier best.ckpt"
@@ -185,6 +187,23 @@ class Trained:
                 self.run_config.data.scene_dir = scene_dir
             self.run_config.data.test_views = test_views
         return build_datamodule(self.run_config)
+
+    def check_scene(self, scene_dir: str | None, splits: tuple[str, ...] = ("test",)) -> None:
+        """The scene eval and render read (`scene_dir`, else the training run's folder): each
+        of `splits`' JSON and PNG headers, nothing decoded; `DataError` naming eval's and
+        render's own key, `scene_dir`."""
+        datamodule = self.datamodule(scene_dir)
+        if self.run_config.data.get("scene_dir") is None:
+            return  # the built-in scene, rendered on first use
+        folder = Path(datamodule.scene_dir)
+        if not folder.is_dir():
+            where = " (where the training run read it)" if scene_dir is None else ""
+            raise DataError(
+                f"scene folder {folder}{where} does not exist: "
+                "expected scene_dir=<the scene's folder on this machine>, holding transforms_test.json and its images"
+            )
+        for split in splits:
+            check_images(read_split_index(folder, split), self.run_config.data.white_background)
 
 
 def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:
