@@ -32,7 +32,7 @@ def node_keys(node: Any) -> list[str]:
     """What a config node accepts: its keys and, under a `_target_`, its constructor's."""
     if not isinstance(node, DictConfig):
         return []
-    keys = [str(key) for key in node.keys() if key not in SPECIAL_KEYS]
+    keys = [str(key) for key in node if key not in SPECIAL_KEYS]
     target = node.get("_target_")
     if isinstance(target, str):
         keys += [key for key in constructor_keys(target) if key not in keys and key != "**"]
@@ -83,7 +83,7 @@ def _declared(parent_key: str, overrides: list[str]) -> list[str]:
     except Exception:  # noqa: BLE001
         return []
     node = OmegaConf.select(base, parent_key) if parent_key else base
-    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
 
 
 def preset_sweep_error(arguments: list[str], conf_dir: Path) -> str | None:

@@ -37,6 +37,12 @@ CHANGEABLE = (
     "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name",
 )
 
+# Changed keys the log leaves out: the run folder's own paths, and copies of another key.
+FOLLOWERS = (
+    "paths.", "ckpt_path", "task_name", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
+    "callbacks.last_checkpoint.dirpath", "optim.optimizer.lr", "optim.scheduler.lr_final",
+)
+
 
 def changeable(key: str) -> bool:
     return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in CHANGEABLE)
@@ -79,7 +85,7 @@ def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[st
             f"ckpt_path={cfg.ckpt_path} cannot be resumed with {len(refused)} changed key(s) that fix the run's model, "
             f"sampling or data ({listed}{more}): resume with the run's own values, or start a new run"
         )
-    return [f"{key}: {stored.get(key, 'absent')} → {new.get(key, 'absent')}" for key in changed if not key.startswith(("paths.", "ckpt_path", "task_name"))]
+    return [f"{key}: {stored.get(key, 'absent')} → {new.get(key, 'absent')}" for key in changed if not key.startswith(FOLLOWERS)]
 
 
 class ScheduleFromConfig(pl.Callback):
