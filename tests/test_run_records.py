@@ -86,7 +86,7 @@ def _report_folder(trained_run: Path, tmp_path: Path, checkpoint: Path) -> Path:
         pytest.param("nerf_lab.render", open_for_writing, marks=slow),
         pytest.param("nerf_lab.render", numpy_pickle, marks=slow),
         pytest.param("nerf_lab.report", open_for_writing, marks=slow),
-        ("nerf_lab.report", numpy_pickle),
+        pytest.param("nerf_lab.report", numpy_pickle, marks=slow),
     ],
 )
 def test_no_target_stored_in_a_checkpoint_is_called(trained_run, tmp_path, cache_dir, command, craft):
