@@ -85,6 +85,21 @@ def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str
     return None
 
 
+def command_line_error(config_name: str, arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """One line for a command line Hydra would refuse in many lines (`model.detph=2`), for a
+    `+key` no component takes (`+foo=1`), and for a sweep over study presets; None if none.
+    (Checked before Hydra makes any folder.)"""
+    from nerf_lab.training.overrides import added_key_error, composition_error, preset_sweep_error
+
+    if not (conf_dir / f"{config_name}.yaml").is_file():
+        return None
+    problem = preset_sweep_error(arguments, conf_dir)
+    if problem:
+        return problem
+    problem, cfg = composition_error(config_name, arguments)
+    return problem or (added_key_error(cfg, arguments) if cfg is not None else None)
+
+
 def quiet_expected_warnings() -> None:
     """Silence warnings about choices nerf_lab makes on purpose, so the ones left matter."""
     # Training batches are drawn on the device by the dataset itself: no workers, and a length
@@ -102,10 +117,17 @@ def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
     """A `@hydra.main` function as a command that checks the config groups named on the
     command line first."""
 
+    module = sys.modules.get(hydra_main.__module__)
+    spec = getattr(module, "__spec__", None)  # `python -m nerf_lab.train` runs it as __main__
+    config_name = (spec.name if spec is not None else hydra_main.__module__).rsplit(".", 1)[-1]
+
     @exit_on_user_error
     def command() -> None:
         quiet_expected_warnings()
-        problem = unknown_option_error(sys.argv[1:])
+        arguments = sys.argv[1:]
+        problem = unknown_option_error(arguments)
+        if problem is None and not any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") for a in arguments):
+            problem = command_line_error(config_name, arguments)
         if problem:
             raise ConfigError(problem)
         hydra_main()

@@ -33,6 +33,10 @@ class TrainingDiverged(NerfLabError):
     """The loss became NaN or infinite."""
 
 
+class TrainingFailed(NerfLabError):
+    """A run ended without results (it trained no step)."""
+
+
 def user_error_exit(error: NerfLabError) -> SystemExit:
     """The one exit path for bad input: print `error: <the one line>` on stderr and return the
     `SystemExit(2)` to raise (`raise user_error_exit(error) from None`, no traceback)."""

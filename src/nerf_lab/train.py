@@ -24,11 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.errors import TrainingDiverged
+from nerf_lab.errors import TrainingDiverged, TrainingFailed
 from nerf_lab.training.callbacks import AtomicCheckpointIO
 from nerf_lab.training.checkpoints import check_resumable, read_checkpoint
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
+from nerf_lab.training.resume import ScheduleFromConfig
+from nerf_lab.training.run_config import CHOICES_KEY, run_choices
 from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
@@ -48,8 +50,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
     folder (`paths.output_dir`) and return the metrics."""
     validate_config(cfg)
-    if cfg.ckpt_path:
-        check_resumable(cfg)
+    resume_changes = check_resumable(cfg) if cfg.ckpt_path else []
+    start_step = int(read_checkpoint(cfg.ckpt_path).get("global_step", 0)) if cfg.ckpt_path else 0
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -61,11 +63,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
     module = build_module(OmegaConf.create(run_config), config=run_config)
+    # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
+    # the run from, with today's config (nerf_lab.training.run_config); the config is data.
+    module.hparams[CHOICES_KEY] = run_choices(cfg)
     if cfg.compile:
         module.model.compile_fields()
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
+    if cfg.ckpt_path:  # the schedule of this run's config, at the resumed step
+        callbacks.append(ScheduleFromConfig(resume_changes))
     if not cfg.trainer.enable_progress_bar:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     keep_freed_memory()
@@ -80,6 +87,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
     # a plain dict), so resuming unpickles nothing that could run code.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    if trainer.global_step <= start_step:
+        raise TrainingFailed(
+            f"the run trained 0 steps (stopped at step {trainer.global_step}; trainer.max_time={cfg.trainer.max_time}, "
+            f"trainer.max_steps={cfg.trainer.max_steps}): expected at least one training step; its metrics are not results"
+        )
     # Saving, not loading: Lightning's save flag of the same name says whether to drop the
     # optimizer state; it is kept so the run can go on. Every load is weights_only=True.
     trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)

@@ -20,6 +20,10 @@ from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.errors import ConfigError, DataError
 
 
+# The splits each stage of Lightning's (`TrainerFn`) reads.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("NERF_LAB_CACHE", Path.home() / ".cache" / "nerf_lab"))
 
@@ -104,13 +108,15 @@ class BlenderDataModule(pl.LightningDataModule):
         return torch.tensor([frame.pose for frame in index.frames]), index.camera_angle_x
 
     def prepare_data(self) -> None:
-        # Runs once per machine: fills the cache, so every rank's setup() only reads it.
-        for split in ("train", "val", "test"):
+        # Runs once per machine: fills the cache, so every rank's setup() only reads it; only
+        # the splits this stage uses (testing never decodes the train split).
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        for split in STAGE_SPLITS.get(str(stage.value) if stage is not None else "", ("train", "val", "test")):
             self.load(split)
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        wanted = STAGE_SPLITS[stage]
         for split in wanted:
             if split not in self.splits:
                 loaded = self.load(split)

@@ -24,6 +24,11 @@ from nerf_lab.nerf.sampling import midpoints
 
 RenderOutputs = dict[str, Tensor]
 
+# The farthest sample depth accepted, in scene units: float32 positions o + t·d keep about
+# 2^-23·t of resolution, 1e-3 scene units at t = 1e4, the scale of a unit scene's detail; and
+# beyond it the (far − near)/n_c sample spacing leaves no sample near any scene of that scale.
+MAX_FAR = 1.0e4
+
 
 class NeRFModel(nn.Module):
     """Renders rays through a radiance field: a sampler's samples, one or two fields, and the
@@ -55,7 +60,7 @@ class NeRFModel(nn.Module):
     ) -> None:
         super().__init__()
         require(is_number(near) and near >= 0, "near", near, "a depth >= 0")
-        require(is_number(far) and far > near, "far", far, f"a depth > near={near}")
+        require(is_number(far) and near < far <= MAX_FAR, "far", far, f"a depth > near={near} and at most {MAX_FAR:g} (scene units)")
         require(
             len(background) == 3 and all(is_number(c) and 0 <= c <= 1 for c in background),
             "background", background, "an RGB colour in [0, 1]",

@@ -45,6 +45,19 @@ OmegaConf.register_new_resolver(
 )
 
 
+# Lightning's max_time as nerf_lab's config gives it: null, or "DD:HH:MM:SS" above zero.
+def _is_time_limit(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return all(_is_number(v) and v >= 0 for v in value.values()) and sum(value.values()) > 0
+    parts = str(value).split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        return False
+    days, hours, minutes, seconds = map(int, parts)
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
+
+
 # (key, check, what is expected): what no constructor of ours checks. Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
@@ -68,6 +81,14 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.max_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("trainer.val_check_interval", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (steps between validations)"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    # A run must train: none of these may leave it zero steps (or, for devices, none to run on).
+    ("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (batches an optimiser step)"),
+    ("trainer.max_time", _is_time_limit, "a wall-clock limit above zero, DD:HH:MM:SS (e.g. 00:00:09:00), or null"),
+    (
+        "trainer.devices",
+        lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or (isinstance(v, list) and len(v) >= 1 and all(_is_int(d) and d >= 0 for d in v)),
+        "an integer >= 1 (devices), -1 or auto (all), or a non-empty list of device indices",
+    ),
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
 ]

@@ -32,7 +32,7 @@ class CheckConfigBeforeRun(Callback):
 def check_before_run(config: DictConfig) -> None:
     """Every check a command's config gets before anything is written."""
     # Imported here: keeps `--help` fast.
-    from nerf_lab.training.checkpoints import check_resumable, read_checkpoint
+    from nerf_lab.training.checkpoints import check_resumable, load_trained
     from nerf_lab.training.config import COMMAND_CHECKS, check_values, validate_config
 
     task = config.get("task_name")
@@ -42,7 +42,10 @@ def check_before_run(config: DictConfig) -> None:
             check_resumable(config)
     elif task in COMMAND_CHECKS:
         check_values(config, COMMAND_CHECKS[task])
-        read_checkpoint(config.ckpt_path)
+        # Rebuilt as the command will (today's config, the stored values as data, the tensors
+        # checked, finite): a checkpoint that cannot be is refused before any folder exists.
+        trained = load_trained(config.ckpt_path, config.get("chunk"))
+        trained.check_scene(config.get("scene_dir"), ("test",) if task == "eval" else ("train", "test"))
 
 
 class SweepSummary(Callback):

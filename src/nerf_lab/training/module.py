@@ -169,6 +169,9 @@ class NeRFLitModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from nerf_lab.training.checkpoints import upgrade_state_dict  # resuming a checkpoint of before issue 17
+
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
         states = checkpoint.get("rng_states")
         if states is not None:
             torch.set_rng_state(states["torch"])

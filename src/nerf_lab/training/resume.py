@@ -1,0 +1,118 @@
+"""Resuming a run (`ckpt_path=…`) with a config that says what the resumed run does.
+
+The stored config (the checkpoint's) and the new one are compared key by key before the run
+folder is made. Keys that fix what the weights mean (the model, encodings, sampling, the scene's
+images and cameras, the seed, the optimizer's moments) cannot change mid-run: a change is
+refused with the list of changed keys. The keys of `CHANGEABLE` can: steps and time limit, the
+learning-rate schedule (`optim.lr`, `optim.lr_final`), validation and logging intervals, paths
+(`data.scene_dir`, the cache), evaluation-only keys, device and precision. They are applied,
+the new run's `.hydra/config.yaml` records them, and `ScheduleFromConfig` re-derives the
+optimizer's rate from the new config at the resumed step, so a resumed run steps the same
+rates as an uninterrupted run of the new config would (field case 08).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nerf_lab.errors import ConfigError
+from nerf_lab.training.run_config import flatten
+
+log = logging.getLogger("nerf_lab")
+
+# Keys (or key prefixes, ending in ".") that may differ between a checkpoint's run and its resumption.
+CHANGEABLE = (
+    "trainer.max_steps", "trainer.max_time", "trainer.val_check_interval", "trainer.log_every_n_steps",
+    "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.accelerator", "trainer.devices",
+    "trainer.strategy", "trainer.num_nodes", "trainer.precision", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.profiler", "trainer.default_root_dir",
+    "optim.lr", "optim.lr_final", "optim.optimizer.lr", "optim.scheduler.lr_final",
+    "data.scene_dir", "data.cache_dir", "data.val_views", "data.test_views", "sampling.chunk",
+    "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name",
+)
+
+# Changed keys the log leaves out: the run folder's own paths, and copies of another key.
+FOLLOWERS = (
+    "paths.", "ckpt_path", "task_name", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
+    "callbacks.last_checkpoint.dirpath", "optim.optimizer.lr", "optim.scheduler.lr_final",
+)
+
+
+def changeable(key: str) -> bool:
+    return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in CHANGEABLE)
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """`cfg` as plain values, Hydra's own node left out; a key that cannot be resolved yet
+    (the run folder before it exists) is kept as its text."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    out: dict[str, Any] = {}
+    for key, raw in flatten(plain):
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+        except OmegaConfBaseException:
+            value = raw
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
+
+
+def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[str]:
+    """Refuse (`ConfigError`, one line) a resumption that changes a key outside `CHANGEABLE`
+    (the list of changed keys, both values), or whose `trainer.max_steps` leaves nothing to
+    train; return the changed keys that are applied, as `key: old → new`."""
+    step = int(checkpoint.get("global_step", 0))
+    if cfg.trainer.max_steps <= step:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is at step {step} and trainer.max_steps={cfg.trainer.max_steps}: nothing left to train; "
+            f"expected trainer.max_steps > {step} (or nerf_lab.eval ckpt_path=… to score the checkpoint)",
+            key="trainer.max_steps",
+        )
+    stored = dict(flatten(checkpoint["hyper_parameters"]["config"]))
+    new = _resolved(cfg)
+    changed = [key for key in sorted(stored.keys() | new.keys()) if stored.get(key, "absent") != new.get(key, "absent")]
+    refused = [key for key in changed if not changeable(key)]
+    if refused:
+        listed = "; ".join(f"{key}: {stored.get(key, 'absent')!r} → {new.get(key, 'absent')!r}" for key in refused[:6])
+        more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} cannot be resumed with {len(refused)} changed key(s) that fix the run's model, "
+            f"sampling or data ({listed}{more}): resume with the run's own values, or start a new run"
+        )
+    return [f"{key}: {stored.get(key, 'absent')} → {new.get(key, 'absent')}" for key in changed if not key.startswith(FOLLOWERS)]
+
+
+class ScheduleFromConfig(pl.Callback):
+    """On a resumed run, after Lightning restored the optimizer and schedule: re-derive them
+    from this run's config. A fresh optimizer and schedule (`configure_optimizers`, the config's
+    `optim.lr`, `lr_final` and `trainer.max_steps`) are stepped to the resumed step exactly as an
+    uninterrupted run steps them, and their hyper-parameters and schedule state replace the
+    restored ones; the optimizer's moments (Adam's averages) stay the checkpoint's."""
+
+    def __init__(self, changes: list[str] | None = None) -> None:
+        self.changes = changes or []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.changes:
+            log.info("resumed at step %d with: %s", trainer.global_step, "; ".join(self.changes))
+        fresh = pl_module.configure_optimizers()
+        optimizer, scheduler = fresh["optimizer"], fresh["lr_scheduler"]["scheduler"]
+        with warnings.catch_warnings():  # stepping a schedule without optimizer steps, on purpose
+            warnings.simplefilter("ignore")
+            for _ in range(trainer.global_step):
+                scheduler.step()
+        restored = trainer.optimizers[0]
+        if len(restored.param_groups) != len(optimizer.param_groups):
+            raise ConfigError("ckpt_path: its optimizer has another number of parameter groups than this config's")
+        for old, new in zip(restored.param_groups, optimizer.param_groups):
+            old.update({key: value for key, value in new.items() if key != "params"})
+        config = trainer.lr_scheduler_configs[0]
+        if type(config.scheduler) is not type(scheduler):
+            raise ConfigError(f"ckpt_path: its schedule is a {type(config.scheduler).__name__}, this config's a {type(scheduler).__name__}")
+        config.scheduler.load_state_dict(scheduler.state_dict())

@@ -1,0 +1,279 @@
+"""A checkpoint's stored config, read as data: nothing stored in a checkpoint is ever called.
+
+A run's checkpoint keeps its config (`hyper_parameters.config`, resolved values) and its group
+choices (`hyper_parameters.choices`: `data=blender`, `sampling=occupancy`, …, Hydra's
+`hydra.runtime.choices`). To rebuild the run, `config_from_checkpoint`
+
+1. composes TODAY's config from `conf/` with those choices (Hydra's compose API); a checkpoint
+   written before the choices were stored has them inferred from its values: each group's
+   option is the one whose tree (its keys, and its `_target_` strings compared as text) the
+   stored tree fits;
+2. overlays the stored values as plain data: only keys today's config has (or that the
+   constructor of today's `_target_` there takes, such as `+trainer.overfit_batches`); never
+   `_target_`, `_partial_`, `_args_`, `_convert_` or `_recursive_` (a stored one must equal
+   today's, else the file is refused); leaves are None, booleans, numbers, strings without
+   `${…}` and lists of them;
+3. checks the result with the command line's own value checks (`validate_config`).
+
+So only today's targets are instantiated. Anything that does not fit is a `ConfigError` of one
+line naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class, get_method
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nerf_lab.errors import ConfigError, NerfLabError
+
+# Hydra's instantiation keys: the stored ones are never taken.
+SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
+# The groups a run's choices are stored for (Hydra's own, `hydra/...`, are not).
+GROUPS = ("data", "encoding", "model", "sampling", "optim", "trainer", "logger", "callbacks", "paths", "experiment")
+# Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
+INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
+CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
+# Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
+RETIRED_KEYS = {
+    "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box (issue 17)",
+}
+
+
+def _derived(node: DictConfig, key: str, path: str) -> bool:
+    """Whether today's `node.key` (at `path`) is wiring derived from other keys: the
+    LightningModule's node (`module.renderer.near: ${data.near}`) and references to whole
+    nodes (`model.position_encoding: ${encoding.position}`). Its sources are restored in their
+    own places; the stored copy is not taken. (A value a user sets, even one whose default is
+    an interpolation such as `data.scene_dir`, is restored.)"""
+    child = node._get_node(key) if key in node else None
+    if child is None or not child._is_interpolation():
+        return False
+    if path.split(".")[0] == "module":
+        return True
+    try:
+        return OmegaConf.is_config(node[key])
+    except Exception:  # noqa: BLE001 (a resolver that needs a running Hydra app: a value, not wiring)
+        return False
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """`conf/<config_name>.yaml` composed with `overrides` by Hydra's compose API, also from
+    inside a running Hydra app (whose global state is put back afterwards)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    from nerf_lab.training.config import CONF_DIR
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name, overrides=overrides)
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def run_choices(cfg: DictConfig | None = None) -> dict[str, str]:
+    """The group choices of the running Hydra job (or of `cfg.hydra`), for the checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    elif cfg is not None and OmegaConf.select(cfg, "hydra.runtime.choices") is not None:
+        choices = cfg.hydra.runtime.choices
+    else:
+        return {}
+    return {group: str(choices[group]) for group in GROUPS if choices.get(group) is not None}
+
+
+def options(group: str) -> list[str]:
+    from nerf_lab.training.config import CONF_DIR
+
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def takes_key(node: Any, key: str, explicit: bool = False) -> bool:
+    """Whether the constructor that `node`'s `_target_` names (today's config, never a
+    checkpoint's) takes a keyword `key`: its own parameter or, unless `explicit`, any through
+    `**kwargs`."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not isinstance(target, str):
+        return False
+    keys = constructor_keys(target)
+    return key in keys or (not explicit and "**" in keys)
+
+
+def constructor_keys(target: str) -> list[str]:
+    """The keyword parameters of `target` (a function, or a class's `__init__` followed up its
+    bases while it passes `**kwargs` on); `**` when it takes any keyword."""
+    try:
+        thing = get_class(target)
+    except Exception:  # noqa: BLE001 (a function, not a class)
+        try:
+            thing = get_method(target)
+        except Exception:  # noqa: BLE001
+            return []
+    chain = [cls.__dict__["__init__"] for cls in thing.__mro__ if "__init__" in cls.__dict__] if isinstance(thing, type) else [thing]
+    keys: list[str] = []
+    for function in chain:
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return keys
+        keys += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return keys
+        if function is object.__init__:
+            break
+    return [*keys, "**"]
+
+
+def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_path") -> DictConfig:
+    """Today's training config for the run `checkpoint` (read by `read_checkpoint`) recorded,
+    with its stored values overlaid as data and checked; `ConfigError` naming `key`, the file
+    and the key path where the stored tree does not fit."""
+    from nerf_lab.training.config import validate_config
+
+    where = f"{key}={path}"
+    hyper = checkpoint.get("hyper_parameters", {})
+    stored = hyper.get("config")
+    choices = hyper.get(CHOICES_KEY)
+    if choices is None:
+        choices = infer_choices(stored, where)
+    cfg = compose("train", overrides=_choice_overrides(choices, where))
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+        _overlay(cfg, stored, "", where)
+    try:
+        validate_config(cfg)
+    except NerfLabError as error:
+        raise ConfigError(f"{where}: its stored config is refused: {error}", key=key) from None
+    return cfg
+
+
+def _choice_overrides(choices: Any, where: str) -> list[str]:
+    if not isinstance(choices, dict):
+        raise ConfigError(f"{where}: hyper_parameters.{CHOICES_KEY} is not a mapping of group to option")
+    overrides = []
+    for group, option in choices.items():
+        if group not in GROUPS:
+            raise ConfigError(f"{where}: hyper_parameters.{CHOICES_KEY}.{group}: no such config group; expected one of {', '.join(GROUPS)}")
+        if option not in options(group):
+            raise ConfigError(
+                f"{where}: hyper_parameters.{CHOICES_KEY}.{group}={option!r}: no such option in today's conf/{group}/; "
+                f"expected one of: {', '.join(options(group))}"
+            )
+        overrides.append(f"{group}={option}")
+    return overrides
+
+
+def infer_choices(stored: Any, where: str) -> dict[str, str]:
+    """The group choices of a checkpoint written before they were stored: for each of
+    `INFERRED_GROUPS`, the first option (today's default first) whose tree the stored group's
+    fits, `_target_` strings compared as text."""
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{where}: hyper_parameters.config is not a mapping")
+    default = compose("train", overrides=[])
+    choices: dict[str, str] = {}
+    for group in INFERRED_GROUPS:
+        tree = stored.get(group)
+        if _fits(default.get(group), tree, f"{group}."):
+            continue
+        for option in options(group):
+            node = compose("train", overrides=[f"{group}={option}"]).get(group)
+            if _fits(node, tree, f"{group}."):
+                choices[group] = option
+                break
+        else:
+            raise ConfigError(
+                f"{where}: its config's {group} fits no option of today's conf/{group}/ "
+                f"({', '.join(options(group))}): it cannot be rebuilt from today's config"
+            )
+    return choices
+
+
+def _fits(node: Any, tree: Any, prefix: str = "") -> bool:
+    """Whether the stored `tree` has exactly the dict structure of today's `node`, with equal
+    special keys (a missing key of today's counts as fitting: it is new since; derived and
+    retired keys are not compared)."""
+    if not isinstance(node, DictConfig) or not isinstance(tree, dict):
+        return not isinstance(node, DictConfig) and not isinstance(tree, dict)
+    for key, value in tree.items():
+        if f"{prefix}{key}" in RETIRED_KEYS or _derived(node, key, f"{prefix}{key}"):
+            continue
+        if key in SPECIAL_KEYS:
+            if key not in node or node[key] != value:
+                return False
+        elif key not in node and not takes_key(node, key):
+            return False
+        elif key in node and isinstance(node._get_node(key), DictConfig) != isinstance(value, dict):
+            if value is not None:
+                return False
+        elif key in node and isinstance(value, dict) and not _fits(node[key], value, f"{prefix}{key}."):
+            return False
+    return True
+
+
+def _overlay(node: DictConfig, stored: Any, prefix: str, where: str) -> None:
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{where}: hyper_parameters.config{'.' + prefix if prefix else ''} is not a mapping")
+    for key, value in stored.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: hyper_parameters.config.{path}: a key that is not a string")
+        if path in RETIRED_KEYS or _derived(node, key, path):
+            continue
+        if key in SPECIAL_KEYS:
+            today = node._get_node(key)._value() if key in node else None
+            if today != value:
+                raise ConfigError(
+                    f"{where}: its stored config has {path}={value!r} where today's config has "
+                    f"{'nothing' if today is None else repr(today)}: a checkpoint's config is data, and what it names is never called"
+                )
+            continue
+        if key not in node and not takes_key(node, key):
+            near = ", ".join(_nearest(key, list(node.keys())))
+            raise ConfigError(f"{where}: its stored config has {path}, a key today's config does not have{f' (nearest: {near})' if near else ''}")
+        today_is_tree = key in node and isinstance(node._get_node(key), DictConfig)
+        if isinstance(value, dict):
+            if not today_is_tree:
+                raise ConfigError(f"{where}: its stored config has a mapping at {path}, where today's config has a value")
+            _overlay(node[key], value, path, where)
+        else:
+            if today_is_tree and value is not None:
+                raise ConfigError(f"{where}: its stored config has a value at {path}, where today's config has a mapping")
+            _check_plain(value, path, where)
+            node[key] = value
+
+
+def _check_plain(value: Any, path: str, where: str) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _check_plain(item, path, where)
+    elif isinstance(value, str):
+        if "${" in value:
+            raise ConfigError(f"{where}: its stored config has {path}={value!r}: expected a resolved value, not an interpolation")
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        raise ConfigError(f"{where}: its stored config has {path} of type {type(value).__name__}: expected a number, string, boolean or list")
+
+
+def _nearest(key: str, candidates: list[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(key, [str(c) for c in candidates], n=3, cutoff=0.5)
+
+
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, leaf) of a plain nested dict."""
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, tree
