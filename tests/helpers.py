@@ -41,9 +41,11 @@ def renderer(
     occupancy: OccupancyGrid | None = None,
     clip_to_box: bool = False,
     scene_box: Sequence[Sequence[float]] | None = None,
+    stop_transmittance: float = 0.0,
 ) -> NeRFModel:
     """A `NeRFModel` over the given fields (the fine one when `n_fine > 0`), with the sampler
-    the keywords describe: stratified; clipped to `scene_box`; a grid's lookup; or both."""
+    the keywords describe: stratified; clipped to `scene_box`; a grid's lookup; or both.
+    Early ray termination is off unless `stop_transmittance` is given."""
     if occupancy is not None and clip_to_box:
         sampler: StratifiedSampler = OccupancyGridSampler(
             n_coarse, occupancy.box.tolist(), lambda box, step_size: occupancy, n_fine=n_fine
@@ -55,7 +57,7 @@ def renderer(
     else:
         sampler = StratifiedSampler(n_coarse, n_fine)
     fields = iter([coarse_field, fine_field])
-    return NeRFModel(lambda: next(fields), sampler, near, far, background)
+    return NeRFModel(lambda: next(fields), sampler, near, far, background, stop_transmittance)
 
 
 def events(run_dir: Path):

@@ -190,3 +190,35 @@ def test_flop_count_of_a_training_step_matches_the_docstrings_example():
     # The hierarchical model sends 64 points through the coarse field and 64 + 128 through the fine.
     model = renderer(tiny, tiny, n_coarse=64, n_fine=128, near=2.0, far=6.0)
     assert model.training_flops_per_ray() == (64 + 192) * 317_952
+
+
+class CountingShell(AnalyticField):
+    """An opaque sphere of radius 1 (σ = 50 inside): every ray from outside stops at it."""
+
+    def __init__(self):
+        super().__init__(lambda p: 50.0 * (p.norm(dim=-1) < 1.0).float())
+        self.points = 0
+
+    def forward(self, positions, directions=None):
+        self.points += positions.reshape(-1, 3).shape[0]
+        return super().forward(positions, directions)
+
+
+@pytest.mark.parametrize("n_fine", [0, 64])
+def test_early_termination_skips_the_samples_behind_the_surface_and_changes_the_view_by_less_than_its_threshold(n_fine):
+    rays = RayBundle(torch.tensor([[0.0, 0.0, -4.0]]).expand(50, 3), torch.nn.functional.normalize(
+        torch.tensor([[0.0, 0.0, 1.0]]) + 0.05 * torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), dim=-1))
+    views = {}
+    for stop in (0.0, 1e-4):
+        fields = [CountingShell(), CountingShell() if n_fine else None]
+        model = renderer(*fields, 64, n_fine, 2.0, 6.0, stop_transmittance=stop).eval()
+        views[stop] = (model(rays), sum(f.points for f in fields if f is not None))
+    (full, all_points), (stopped, fewer_points) = views[0.0], views[1e-4]
+    assert float(full["opacity"].min()) > 0.99  # every ray hits the sphere
+    torch.testing.assert_close(stopped["rgb"], full["rgb"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(stopped["opacity"], full["opacity"], atol=1e-4, rtol=0)
+    # Rays enter the sphere at t ≈ 3 of [2, 6] and are opaque within 0.2: about 2/3 of the coarse
+    # samples are behind it. The fine pass's samples cluster at the surface, so fewer of them are.
+    bound = 0.6 if n_fine == 0 else 0.8
+    assert fewer_points < bound * all_points
+    assert float(stopped["field_evals_per_ray"]) < bound * float(full["field_evals_per_ray"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -43,6 +44,11 @@ class NeRFModel(nn.Module):
     only the samples `sampler.reaching_field` keeps are evaluated (`query_where`); the others
     have density 0 (empty space, or outside the scene's box).
 
+    Early ray termination when rendering views (eval mode, not training): each pass marches its
+    samples front to back and stops evaluating a ray once its transmittance is below
+    `stop_transmittance` (`march`; 0 turns it off). It lives here, not in the sampler: it needs
+    the densities of the samples before, which only the renderer has.
+
     `forward` returns `rgb` (composited onto `background`), `depth`, `opacity` and `weights`
     of the last pass, plus `rgb_coarse` when there is a fine pass (both are supervised), and
     `field_evals_per_ray` (0-d: points sent to the fields, both passes, a ray on average).
@@ -57,8 +63,14 @@ class NeRFModel(nn.Module):
         near: float,
         far: float,
         background: Sequence[float] = (1.0, 1.0, 1.0),
+        stop_transmittance: float = 1e-4,
     ) -> None:
         super().__init__()
+        require(
+            is_number(stop_transmittance) and 0 <= stop_transmittance < 1, "stop_transmittance", stop_transmittance,
+            "a transmittance in [0, 1) below which a ray stops when rendering views (0: never)",
+        )
+        self.stop_transmittance = float(stop_transmittance)
         require(is_number(near) and near >= 0, "near", near, "a depth >= 0")
         require(is_number(far) and near < far <= MAX_FAR, "far", far, f"a depth > near={near} and at most {MAX_FAR:g} (scene units)")
         require(
@@ -140,9 +152,14 @@ class NeRFModel(nn.Module):
             positions = rays.origins[:, None, :] + rays.directions[:, None, :] * depths[..., None]
             direction_norm = rays.directions.norm(dim=-1, keepdim=True)
             view_directions = (rays.directions / direction_norm)[:, None, :]
+        with torch.autocast(device_type=edges.device.type, enabled=False):
+            deltas = (edges[:, 1:] - edges[:, :-1]) * direction_norm
         with record_function("nerf.field"):
             keep = self.sampler.reaching_field(positions, edges)
-            if keep is None:
+            if not self.training and self.stop_transmittance > 0:
+                rgb, density, keep = march(field, positions, view_directions, deltas, keep, self.stop_transmittance)
+                evals = keep.sum() / keep.shape[0]
+            elif keep is None:
                 rgb, density = field(positions, view_directions)
                 evals = depths.new_full((), float(depths.shape[-1]))
             else:
@@ -151,7 +168,6 @@ class NeRFModel(nn.Module):
 
         # The compositing sums stay in float32 under autocast (see nerf_lab.nerf.rendering).
         with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):
-            deltas = (edges[:, 1:] - edges[:, :-1]) * direction_norm
             weights, _, _ = render_weights(density, deltas)
             ray_opacity = opacity(weights)
             return {
@@ -163,6 +179,43 @@ class NeRFModel(nn.Module):
                 "weights": weights,
                 "field_evals_per_ray": evals,
             }
+
+
+# Samples a ray marches at once when rendering with early termination: the field is asked
+# segment by segment, each time only for the rays still transparent enough to see further.
+MARCH_SEGMENT = 16
+
+
+def march(
+    field: nn.Module,
+    positions: Float[Tensor, "rays samples 3"],
+    view_directions: Float[Tensor, "rays 1 3"],
+    deltas: Float[Tensor, "rays samples"],
+    keep: Bool[Tensor, "rays samples"] | None,
+    stop_transmittance: float,
+) -> tuple[Float[Tensor, "rays samples 3"], Float[Tensor, "rays samples"], Bool[Tensor, "rays samples"]]:
+    """The field along each ray front to back, `MARCH_SEGMENT` samples at a time, with early ray
+    termination: once a ray's transmittance T = exp(−Σ σ_j δ_j) falls below `stop_transmittance`
+    (its surface is behind it), its later samples are not evaluated (density 0, colour 0).
+
+    The light those samples could add is at most T < `stop_transmittance` of the ray's colour,
+    so colour and opacity change by less than that (1e-4: invisible in an 8-bit image). Returns
+    colours, densities and which samples were evaluated (within `keep`, if given).
+    """
+    n_rays, n_samples = deltas.shape
+    rgb = positions.new_zeros(n_rays, n_samples, 3)
+    density = deltas.new_zeros(n_rays, n_samples)
+    evaluated = torch.zeros(n_rays, n_samples, dtype=torch.bool, device=deltas.device)
+    optical_depth = deltas.new_zeros(n_rays)
+    threshold = -math.log(stop_transmittance)  # T < t  ⇔  Σ σδ > −ln t
+    for start in range(0, n_samples, MARCH_SEGMENT):
+        part = slice(start, start + MARCH_SEGMENT)
+        alive = (optical_depth <= threshold)[:, None].expand(-1, deltas[:, part].shape[1])
+        wanted = alive if keep is None else alive & keep[:, part]
+        rgb_part, density_part = query_where(field, positions[:, part], view_directions, wanted)
+        rgb[:, part], density[:, part], evaluated[:, part] = rgb_part.float(), density_part.float(), wanted
+        optical_depth = optical_depth + (density[:, part] * deltas[:, part]).sum(dim=-1)
+    return rgb, density, evaluated
 
 
 def query_where(
