@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
+    record_scene_geometry(run_config["data"], datamodule.scene_geometry())
     module = build_module(OmegaConf.create(run_config))
     if cfg.compile:
         module.model.compile_fields()
@@ -112,6 +113,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomically(output_dir / METRICS_FILE, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics
+
+
+def record_scene_geometry(data: dict[str, Any], geometry: dict[str, Any]) -> None:
+    """Write the near, far, box and scene transform the data module uses (derived, with
+    data.normalize) into the run's `data` config, before the model is built from it: the
+    checkpoint's config then holds the values used, and eval, render and a resume use them."""
+    data["near"], data["far"], data["scene_box"] = geometry["near"], geometry["far"], geometry["scene_box"]
+    transform = geometry["scene_transform"]
+    if transform is not None:
+        data["scene_transform"] = transform.to_config()
 
 
 def _summary_line(metrics: dict[str, Any], output_dir: Path) -> str:

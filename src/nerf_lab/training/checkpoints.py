@@ -73,9 +73,12 @@ class Trained:
     module: NeRFLitModule
     run_config: DictConfig  # the training run's whole config, as stored in the checkpoint
 
-    def datamodule(self, scene_dir: str | None = None, test_views: int | None = None):
-        """The training run's data module, optionally reading the scene from elsewhere."""
+    def datamodule(self, scene_dir: str | None = None, test_views: int | None = None, resolution: int | None = None):
+        """The training run's data module, optionally reading the scene from elsewhere, or at
+        another `resolution` (image width in pixels)."""
         with open_dict(self.run_config):
+            if resolution is not None:
+                self.run_config.data.resolution = resolution
             if scene_dir is not None:
                 if self.run_config.data.get("scene_dir") is None:
                     raise ConfigError("scene_dir is set, but this model was trained on the built-in scene")

@@ -41,8 +41,45 @@ def check_before_run(config: DictConfig) -> None:
         if config.get("ckpt_path"):
             check_resumable(config)
     elif task in COMMAND_CHECKS:
+        check_own_keys(config, task)
         check_values(config, COMMAND_CHECKS[task])
-        read_checkpoint(config.ckpt_path)
+        checkpoint = read_checkpoint(config.ckpt_path)
+        if task == "eval" and config.get("resolution") is not None:
+            check_eval_resolution(config, checkpoint["hyper_parameters"]["config"])
+
+
+def check_own_keys(config: DictConfig, task: str) -> None:
+    """`ConfigError` for a key the command does not read (added with `+`, as Hydra's hint
+    says): eval and render take the scene's and model's settings from the checkpoint, so a
+    `+data.resolution=64` would be accepted and ignored."""
+    from omegaconf import OmegaConf
+
+    from nerf_lab.errors import ConfigError
+    from nerf_lab.training.config import CONF_DIR
+
+    own = set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
+    for key in config:
+        if key not in own:
+            hint = " (the image width to evaluate at is resolution=<px>)" if task == "eval" and key == "data" else ""
+            raise ConfigError(
+                f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra'}))}{hint}"
+            )
+
+
+def check_eval_resolution(config: DictConfig, run_config: dict) -> None:
+    """`DataError` when `resolution` is wider than the test images of the checkpoint's scene."""
+    from nerf_lab.data.blender import read_split_index
+    from nerf_lab.data.images import image_size
+    from nerf_lab.errors import DataError
+
+    scene_dir = config.get("scene_dir") or run_config["data"].get("scene_dir")
+    if scene_dir is None:  # the built-in scene is rendered at any resolution
+        return
+    index = read_split_index(Path(scene_dir), "test", run_config["data"].get("camera_convention") or "opengl")
+    width = min(image_size(frame.path)[0] for frame in index.frames)
+    if config.resolution > width:
+        raise DataError(f"resolution={config.resolution} is larger than the test images ({width} px wide, {index.frames[0].path}): expected at most {width}")
 
 
 class SweepSummary(Callback):
