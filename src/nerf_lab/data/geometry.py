@@ -103,13 +103,11 @@ def derived_bounds(poses: np.ndarray) -> tuple[float, float, list[list[float]]]:
     return near, far, [[-BLENDER_HALF_BOX] * 3, [BLENDER_HALF_BOX] * 3]
 
 
-def _nice(value: float, up: bool) -> str:
-    """`value` rounded down (or up) to 2 significant digits, written plainly (4, 12, 0.35)."""
+def _nice(value: float) -> str:
+    """`value` rounded to 2 significant digits, written plainly (4, 12, 0.35)."""
     if value <= 0:
         return "0"
-    step = 10.0 ** (math.floor(math.log10(value)) - 1)
-    rounded = (math.ceil(value / step - 1e-9) if up else math.floor(value / step + 1e-9)) * step
-    return f"{round(rounded, 10):g}"
+    return f"{float(f'{value:.2g}'):g}"
 
 
 def _box(low: np.ndarray, high: np.ndarray) -> str:
@@ -135,7 +133,7 @@ def check_geometry(poses: np.ndarray, near: float, far: float, scene_box: list |
             f"data: {away} of {n} cameras face away from the point their axes meet: are the poses in the {names[other]}? "
             f"set data.camera_convention={other}"
         )
-    point = ", ".join(f"{x:.2f}" for x in focus.point)
+    point = ", ".join(f"{round(x, 2) + 0.0:.2f}" for x in focus.point)  # + 0.0: no "-0.00"
     if scene_box is not None:
         low, high = np.array(scene_box[0], dtype=float), np.array(scene_box[1], dtype=float)
         if np.any(focus.point < low) or np.any(focus.point > high):
@@ -146,7 +144,8 @@ def check_geometry(poses: np.ndarray, near: float, far: float, scene_box: list |
             )
     closest, farthest = float(focus.distances.min()), float(focus.distances.max())
     if closest < near or farthest > far:
-        suggestion = f"set data.near={_nice(closest / 2, up=False)} data.far={_nice(farthest * 1.5, up=True)}"
+        # Half the nearest distance and 1.5 times the farthest: Lego's 2 and 6 about its 4.03.
+        suggestion = f"set data.near={_nice(closest / 2)} data.far={_nice(farthest * 1.5)}"
         suggestion += "" if normalize else ", or data.normalize=true"
         mean = float(focus.distances.mean())
         if farthest > far and closest >= near:
