@@ -278,3 +278,16 @@ def test_a_variant_trains_as_the_unmodified_scene(small_lego, tmp_path, cache_di
         assert transform["scale"] == pytest.approx(0.5 if name == "scaled" else 1.0, rel=0.01)
         assert transform["centre"] == pytest.approx([2.5, 0, 0] if name == "off_centre" else [0, 0, 0], abs=0.05)
         assert config["near"] == pytest.approx(2.03, abs=0.02) and config["far"] == pytest.approx(6.04, abs=0.02)
+
+
+def test_the_orbit_circles_the_scene_centre_looking_at_it():
+    """Every orbit camera sits `radius` from the centre at the elevation asked for, its axis
+    through the centre, world z up."""
+    from nerf_lab.analysis.orbit import orbit_poses
+
+    centre = torch.tensor([2.5, -1.0, 0.5], dtype=torch.float64)
+    poses = orbit_poses(3.0, 30.0, 5, centre).double()
+    offsets = poses[:, :3, 3] - centre
+    assert torch.allclose(offsets.norm(dim=-1), torch.full((5,), 3.0, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(offsets[:, 2], torch.full((5,), 1.5, dtype=torch.float64), atol=1e-5)  # 3 sin 30°
+    assert torch.allclose(-poses[:, :3, 2], -offsets / 3.0, atol=1e-5)  # looking down -z at the centre
