@@ -74,10 +74,14 @@ def test_eval_at_another_resolution_renders_and_records_it(trained_run, tmp_path
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["resolution"] == [48, 48]
     assert iio.imread(tmp_path / "eval" / "pred" / "r_0.png").shape == (48, 48, 3)
-    refused = run_command("nerf_lab.eval", checkpoint, "+data.resolution=48", "hydra.run.dir=refused", cwd=tmp_path, cache=cache_dir)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1].startswith("error: data is not read by nerf_lab.eval: the run's own settings come from its checkpoint")
-    assert not (tmp_path / "refused").exists()
+    for override in ("+data.resolution=48", "data.resolution=48"):
+        refused = run_command("nerf_lab.eval", checkpoint, override, "hydra.run.dir=refused", cwd=tmp_path, cache=cache_dir)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1].startswith(
+            "error: data.resolution is not read by nerf_lab.eval: the run's own settings come from its checkpoint"
+        )
+        assert refused.stderr.strip().splitlines()[-1].endswith("(the image width to evaluate at is resolution=<px>)")
+        assert not (tmp_path / "refused").exists()
 
 
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):

@@ -232,6 +232,17 @@ def test_normalize_puts_the_cameras_where_the_blender_scenes_have_them(small_leg
 
 
 @requires_lego
+def test_a_recorded_transform_is_used_as_it_is(small_lego):
+    """What eval, render and a resume get from a normalised run's config: its transform, not
+    one derived again from the (possibly other) scene they read."""
+    plain = BlenderDataModule(str(small_lego), resolution=32).cameras("train")[0].double()
+    recorded = {"centre": [1.0, 0.0, -2.0], "scale": 3.0}
+    moved = BlenderDataModule(str(small_lego), resolution=32, normalize=True, scene_transform=recorded).cameras("train")[0].double()
+    assert torch.allclose(moved[:, :3, 3], 3.0 * (plain[:, :3, 3] - torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64)), atol=1e-5)
+    assert torch.equal(moved[:, :3, :3], plain[:, :3, :3])
+
+
+@requires_lego
 def test_train_refuses_a_scaled_scene_before_the_run_folder(small_lego, tmp_path, cache_dir):
     scene = variant(small_lego, tmp_path / "scaled", edit_frame=scaled(2.0))
     result = run_command("nerf_lab.train", *FAST_OVERRIDES, "data=blender", f"data.scene_dir={scene}", "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)

@@ -87,7 +87,7 @@ def _main(cfg: DictConfig) -> None:
     run_task(evaluate, cfg)
 
 
-main = hydra_command(_main)
+main = hydra_command(_main, own_keys_only="eval")
 
 if __name__ == "__main__":
     main()

@@ -57,7 +57,7 @@ def _main(cfg: DictConfig) -> None:
     run_task(render_orbit, cfg)
 
 
-main = hydra_command(_main)
+main = hydra_command(_main, own_keys_only="render")
 
 if __name__ == "__main__":
     main()

@@ -48,22 +48,26 @@ def check_before_run(config: DictConfig) -> None:
             check_eval_resolution(config, checkpoint["hyper_parameters"]["config"])
 
 
-def check_own_keys(config: DictConfig, task: str) -> None:
-    """`ConfigError` for a key the command does not read (added with `+`, as Hydra's hint
-    says): eval and render take the scene's and model's settings from the checkpoint, so a
-    `+data.resolution=64` would be accepted and ignored."""
+def command_keys(task: str) -> set[str]:
+    """The top-level keys a command's config (`conf/<task>.yaml`) has."""
     from omegaconf import OmegaConf
 
-    from nerf_lab.errors import ConfigError
     from nerf_lab.training.config import CONF_DIR
 
-    own = set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
+    return set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
+
+
+def check_own_keys(config: DictConfig, task: str) -> None:
+    """`ConfigError` for a top-level key the command does not read (a sweep's job, or a
+    config composed elsewhere; the command line is checked by `cli.foreign_key_error`)."""
+    from nerf_lab.errors import ConfigError
+
+    own = command_keys(task)
     for key in config:
         if key not in own:
-            hint = " (the image width to evaluate at is resolution=<px>)" if task == "eval" and key == "data" else ""
             raise ConfigError(
                 f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
-                f"expected one of {', '.join(sorted(own - {'paths', 'hydra'}))}{hint}"
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra'}))}"
             )
 
 
