@@ -40,7 +40,7 @@ def image_size(path: Path) -> tuple[int, int]:
         return width, height
     try:
         props = iio.improps(path)
-    except Exception as error:  # imageio raises many types for a file it cannot read
+    except Exception as error:  # noqa: BLE001 (imageio raises many types for a file it cannot read)
         raise DataError(f"{path} is not an image imageio can read ({type(error).__name__}): expected a PNG or JPEG") from None
     return _checked_shape(path, props.shape, props.dtype)
 
@@ -57,7 +57,7 @@ def decode(path: Path) -> np.ndarray:
     """The image's pixels, (height, width, 3 or 4), uint8 or uint16."""
     try:
         image = iio.imread(path)
-    except Exception as error:  # imageio raises many types for a broken file
+    except Exception as error:  # noqa: BLE001 (imageio raises many types for a broken file)
         raise DataError(f"{path} could not be read as an image: {error}".splitlines()[0]) from None
     _checked_shape(path, image.shape, image.dtype)
     return image
