@@ -116,6 +116,29 @@ def test_pixel_intrinsics_scale_to_the_images_read_and_frames_win(tmp_path, capl
     assert torch.allclose(load_split(own, "train", 20).intrinsics[0], torch.tensor([5.0, 21.0, 1.0, 6.5], dtype=torch.float64))
 
 
+def test_frames_of_different_sizes_with_their_own_intrinsics_load_at_one_width(tmp_path):
+    """A 40×30 frame and an 80×60 one, each with its own fl_x, cx, cy, loaded 20 px wide:
+    each frame's intrinsics scale by its own factor; without them, one size a split."""
+    pose = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 4.0], [0.0, 0.0, 0.0, 1.0]]
+    frames = [
+        {"file_path": "small.png", "transform_matrix": pose, "fl_x": 40.0, "cx": 18.0, "cy": 14.0},
+        {"file_path": "large.png", "transform_matrix": pose, "fl_x": 100.0, "cx": 44.0, "cy": 30.0},
+    ]
+    iio.imwrite(tmp_path / "small.png", np.zeros((30, 40, 4), np.uint8))
+    iio.imwrite(tmp_path / "large.png", np.zeros((60, 80, 4), np.uint8))
+    for split in ("train", "val", "test"):
+        (tmp_path / f"transforms_{split}.json").write_text(json.dumps({"frames": frames}))
+    _check(tmp_path, resolution=20, scene_box=None)
+    split = load_split(tmp_path, "train", 20)
+    assert split.images.shape == (2, 15, 20, 3)
+    assert torch.allclose(split.intrinsics, torch.tensor([[20.0, 20.0, 9.0, 7.0], [25.0, 25.0, 11.0, 7.5]], dtype=torch.float64))
+    for frame in frames:
+        del frame["fl_x"], frame["cx"], frame["cy"]
+    (tmp_path / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 1.0, "fl_x": 40.0, "frames": frames}))
+    with pytest.raises(DataError, match=r"large.png is 80×60, but the split's first image .*small.png is 40×30: expected one size per split"):
+        load_split(tmp_path, "train", 20)
+
+
 @requires_lego
 def test_lego_with_pixel_intrinsics_only_gives_the_same_cameras(small_lego, tmp_path):
     pixels = variant(small_lego, tmp_path / "pixels", edit_top=pixel_intrinsics)
