@@ -113,7 +113,7 @@ def foreign_key_error(task: str, arguments: list[str]) -> str | None:
             hint = " (the image width to evaluate at is resolution=<px>)" if task == "eval" and key == "data.resolution" else ""
             return (
                 f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
-                f"expected one of {', '.join(sorted(own - {'paths', 'hydra'}))}{hint}"
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra', 'task_name'}))}{hint}"
             )
     return None
 

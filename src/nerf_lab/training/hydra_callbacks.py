@@ -67,7 +67,7 @@ def check_own_keys(config: DictConfig, task: str) -> None:
         if key not in own:
             raise ConfigError(
                 f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
-                f"expected one of {', '.join(sorted(own - {'paths', 'hydra'}))}"
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra', 'task_name'}))}"
             )
 
 
