@@ -28,6 +28,8 @@ from nerf_lab.training.config import check_values
         (["optim.optimizer.betas=[0.9,1.5]"], "optim.optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)"),
         (["optim.optimizer.eps=0"], "optim.optimizer.eps=0 is not allowed: expected a small number > 0"),
         (["seed=-1"], "seed=-1 is not allowed: expected an integer in [0, 2^32)"),
+        (["data.camera_convention=colmap"], "data.camera_convention='colmap' is not allowed: expected opengl (Blender, nerfstudio, instant-ngp) or opencv (COLMAP)"),
+        (["data.scene_transform={centre:[0,0],scale:1}"], "data.scene_transform={'centre': [0, 0], 'scale': 1} is not allowed: expected {centre: [x, y, z], scale: s > 0}"),
     ]),
 )
 def test_train_refuses_a_bad_value_with_one_line(tmp_path, cache_dir, arguments, message):
@@ -46,6 +48,8 @@ def test_train_refuses_a_bad_value_with_one_line(tmp_path, cache_dir, arguments,
         ("nerf_lab.render", ["frames=0"], "frames=0 is not allowed: expected a positive integer (frames in the orbit)"),
         ("nerf_lab.render", ["resolution=0"], "resolution=0 is not allowed: expected a positive integer (image width"),
         ("nerf_lab.eval", [], "ckpt_path is not set: expected a checkpoint"),
+        ("nerf_lab.eval", ["resolution=0"], "resolution=0 is not allowed: expected a positive integer (image width in pixels, up to the source"),
+        ("nerf_lab.render", ["radius=-1"], "radius=-1 is not allowed: expected a distance > 0"),
     ]),
 )
 def test_eval_and_render_refuse_a_bad_value_with_one_line(tmp_path, cache_dir, module, arguments, message):

@@ -68,6 +68,25 @@ def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir
     np.testing.assert_array_equal(panel[LABEL_HEIGHT : LABEL_HEIGHT + 256 : 8, 1 : 1 + 256 : 8], prediction)
 
 
+def test_eval_at_another_resolution_renders_and_records_it(trained_run, tmp_path, cache_dir):
+    """resolution=48 on a run trained at 32 px: 48 px views, scored against the scene at 48 px,
+    and the size in metrics.json; +data.resolution (Hydra's hint) is refused, not ignored."""
+    checkpoint = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"
+    result = run_command("nerf_lab.eval", checkpoint, "views=1", "resolution=48", "hydra.run.dir=eval", "accelerator=cpu", cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["resolution"] == [48, 48]
+    assert iio.imread(tmp_path / "eval" / "pred" / "r_0.png").shape == (48, 48, 3)
+    for override in ("+data.resolution=48", "data.resolution=48"):
+        refused = run_command("nerf_lab.eval", checkpoint, override, "hydra.run.dir=refused", cwd=tmp_path, cache=cache_dir)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1].startswith(
+            "error: data.resolution is not read by nerf_lab.eval: the run's own settings come from its checkpoint"
+        )
+        assert refused.stderr.strip().splitlines()[-1].endswith("(the image width to evaluate at is resolution=<px>)")
+        assert not (tmp_path / "refused").exists()
+
+
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
     result = run_command("nerf_lab.eval", "ckpt_path=/no/such.ckpt", "hydra.run.dir=eval", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2

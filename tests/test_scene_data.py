@@ -213,7 +213,8 @@ def test_malformed_transforms_file(scene):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda m: m.pop("camera_angle_x"), r"camera_angle_x must be a field of view in radians"),
+        (lambda m: m.pop("camera_angle_x"), r"frames\[0\]: no focal length: expected camera_angle_x \(radians\) or fl_x"),
+        (lambda m: m.update(camera_angle_x=4.0), r"camera_angle_x must be a field of view in radians"),
         (lambda m: m.update(frames=[]), r"frames must be a non-empty list"),
         (lambda m: m["frames"][2].pop("file_path"), r"frames\[2\] needs a file_path"),
         (lambda m: m["frames"][3].update(transform_matrix=[[1, 0, 0]]), r"frames\[3\].transform_matrix must be a 4×4"),
@@ -236,7 +237,7 @@ def test_images_of_different_sizes(scene):
 
 def test_image_without_expected_channels(scene):
     iio.imwrite(scene / "train" / "r_4.png", np.zeros((32, 32), dtype=np.uint8))
-    _expect(r"r_4.png: expected an RGB or RGBA image", scene)
+    _expect(r"r_4.png: expected an 8- or 16-bit RGB or RGBA", scene)
 
 
 @pytest.mark.parametrize("resolution", [0, -3, True])

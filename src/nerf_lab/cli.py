@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
 from nerf_lab.training.config import CONF_DIR
 from nerf_lab.training.hardware import share_cpu_threads
+from nerf_lab.training.hydra_callbacks import command_keys
 from nerf_lab.training.runs import record_failure
 from nerf_lab.training.tensorboard import swept_keys
 
@@ -113,9 +114,29 @@ def quiet_expected_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
+def foreign_key_error(task: str, arguments: list[str]) -> str | None:
+    """The one-line error for an override of a key that `nerf_lab.<task>` does not read
+    (`data.resolution=64` to eval, with or without Hydra's `+`), or None: eval and render take
+    the run's settings from its checkpoint, and Hydra would refuse in five lines or, with `+`,
+    accept and ignore it."""
+    own = command_keys(task)
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        key = argument.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0] not in own:
+            hint = " (the image width to evaluate at is resolution=<px>)" if task == "eval" and key == "data.resolution" else ""
+            return (
+                f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra', 'task_name'}))}{hint}"
+            )
+    return None
+
+
+def hydra_command(hydra_main: Callable[[], Any], own_keys_only: str | None = None) -> Callable[[], None]:
     """A `@hydra.main` function as a command that checks the config groups named on the
-    command line first."""
+    command line first and, with `own_keys_only` (a task: eval, render), that every key
+    overridden is one of that command's own."""
 
     module = sys.modules.get(hydra_main.__module__)
     spec = getattr(module, "__spec__", None)  # `python -m nerf_lab.train` runs it as __main__
@@ -125,7 +146,7 @@ def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
     def command() -> None:
         quiet_expected_warnings()
         arguments = sys.argv[1:]
-        problem = unknown_option_error(arguments)
+        problem = unknown_option_error(arguments) or (own_keys_only and foreign_key_error(own_keys_only, arguments))
         if problem is None and not any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") for a in arguments):
             problem = command_line_error(config_name, arguments)
         if problem:

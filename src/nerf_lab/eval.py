@@ -4,7 +4,10 @@ Writes, into the run folder: `views/<n>.png` (prediction | ground truth | depth,
 for other metric tools (LPIPS, FLIP), each view's plain prediction `pred/<view>.png`, its ground
 truth `gt/<view>.png` and its depth `depth/<view>.npy` (float32, scene units; where nothing was
 hit, far), named after the split's image (`r_0`); and `metrics.json` with PSNR and SSIM for
-every view and their means.
+every view and their means, and the resolution evaluated at.
+
+`resolution=<width>` evaluates at another image width than the training run's (up to the
+source images'); the scene's settings (`data.*`) otherwise all come from the checkpoint.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class SaveViews(pl.Callback):
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, EVAL_CHECKS)
     trained = load_trained(cfg.ckpt_path, cfg.chunk)
-    datamodule = trained.datamodule(cfg.scene_dir, cfg.views)
+    datamodule = trained.datamodule(cfg.scene_dir, cfg.views, cfg.get("resolution"))
     output_dir = Path(cfg.paths.output_dir)
 
     keep_freed_memory()
@@ -67,10 +70,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "psnr": float(trainer.callback_metrics["test/psnr"]),
         "ssim": float(trainer.callback_metrics["test/ssim"]),
         "views": per_view,
+        "resolution": [datamodule.splits["test"].width, datamodule.splits["test"].height],
         "precision": precision,
     }
     write_json_atomically(output_dir / "metrics.json", metrics)
-    print(f"test: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(per_view)} views; images and metrics.json in {output_dir}")
+    width, height = metrics["resolution"]
+    print(
+        f"test: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(per_view)} views at {width}×{height} px; "
+        f"images and metrics.json in {output_dir}"
+    )
     return metrics
 
 
@@ -79,7 +87,7 @@ def _main(cfg: DictConfig) -> None:
     run_task(evaluate, cfg)
 
 
-main = hydra_command(_main)
+main = hydra_command(_main, own_keys_only="eval")
 
 if __name__ == "__main__":
     main()

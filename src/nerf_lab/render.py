@@ -1,7 +1,8 @@
 """Render a 360° orbit from a checkpoint: `python -m nerf_lab.render ckpt_path=<file>`.
 
-The camera circles the scene's vertical axis at the radius of the data set's cameras and at
-their mean elevation (or `elevation_deg`), looking at the origin, as the NeRF papers' videos do.
+The camera circles the vertical axis through the scene's centre (`centre`, else the centre of
+the run's `data.scene_box`) at the data set's cameras' mean distance from it (`radius`) and
+their mean elevation (`elevation_deg`), looking at the centre, as the NeRF papers' videos do.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def render_orbit(cfg: DictConfig) -> dict[str, Any]:
         cfg.scene_dir,
         device=resolve_device(cfg.accelerator),
         bf16=precision.startswith("bf16"),
+        centre=None if cfg.centre is None else [float(x) for x in cfg.centre],
+        radius=cfg.radius,
     )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +55,7 @@ def _main(cfg: DictConfig) -> None:
     run_task(render_orbit, cfg)
 
 
-main = hydra_command(_main)
+main = hydra_command(_main, own_keys_only="render")
 
 if __name__ == "__main__":
     main()

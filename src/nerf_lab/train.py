@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
         if run_config[group].get(key):
             run_config[group][key] = str(Path(run_config[group][key]).resolve())
+    record_scene_geometry(run_config["data"], datamodule.scene_geometry())
     module = build_module(OmegaConf.create(run_config), config=run_config)
     # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
     # the run from, with today's config (nerf_lab.training.run_config); the config is data.
@@ -139,6 +140,16 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
         if getattr(callback, "monitor", None) == "val/psnr" and callback.best_model_path:
             return callback.best_model_path
     return None
+
+
+def record_scene_geometry(data: dict[str, Any], geometry: dict[str, Any]) -> None:
+    """Write the near, far, box and scene transform the data module uses (derived, with
+    data.normalize) into the run's `data` config, before the model is built from it: the
+    checkpoint's config then holds the values used, and eval, render and a resume use them."""
+    data["near"], data["far"], data["scene_box"] = geometry["near"], geometry["far"], geometry["scene_box"]
+    transform = geometry["scene_transform"]
+    if transform is not None:
+        data["scene_transform"] = transform.to_config()
 
 
 def _summary_line(metrics: dict[str, Any], output_dir: Path) -> str:

@@ -1,8 +1,11 @@
 """A trained model seen from a circle around its scene: the camera path, the frames, and the
 GIF and MP4 files they go into (`nerf_lab.render` and the reports' orbits).
 
-The camera circles the scene's vertical axis at the radius of the data set's cameras and at
-their mean elevation (or `elevation_deg`), looking at the origin, as the NeRF papers' videos do.
+The camera circles the vertical (world z) axis through the scene's centre (the centre of
+`data.scene_box`, else the point the training cameras look at, else the origin) at the
+training cameras' mean distance from it and the test cameras' mean elevation (each
+overridable), looking at the centre, as the NeRF papers' videos do. Its images have the
+training images' aspect ratio and focal length, with the principal point at their centre.
 """
 
 from __future__ import annotations
@@ -18,20 +21,25 @@ from jaxtyping import Float
 from torch import Tensor
 
 from nerf_lab.nerf.model import render_in_chunks
-from nerf_lab.nerf.rays import focal_from_fov, image_rays, look_at
+from nerf_lab.data.geometry import focus_of
+from nerf_lab.nerf.rays import image_rays, look_at
 from nerf_lab.training.checkpoints import Trained
 from nerf_lab.training.panels import colourise_depth, side_by_side
 
 
-def orbit_poses(radius: float, elevation_deg: float, frames: int) -> Float[Tensor, "frames 4 4"]:
-    """`frames` poses evenly spaced around a circle at `elevation_deg` on a sphere of `radius`."""
+def orbit_poses(
+    radius: float, elevation_deg: float, frames: int, centre: Float[Tensor, "3"] | None = None
+) -> Float[Tensor, "frames 4 4"]:
+    """`frames` poses evenly spaced around a circle at `elevation_deg` on a sphere of `radius`
+    about `centre` (the origin), each looking at the centre."""
+    centre = torch.zeros(3, dtype=torch.float64) if centre is None else centre.double()
     elevation = math.radians(elevation_deg)
     azimuths = torch.linspace(0.0, 2 * math.pi, frames + 1, dtype=torch.float64)[:-1]
     positions = radius * torch.stack(
         [math.cos(elevation) * torch.cos(azimuths), math.cos(elevation) * torch.sin(azimuths), torch.full_like(azimuths, math.sin(elevation))],
         dim=-1,
     )
-    return torch.stack([look_at(position) for position in positions]).float()
+    return torch.stack([look_at(centre + position, centre) for position in positions]).float()
 
 
 @dataclass
@@ -40,6 +48,17 @@ class Orbit:
     radius: float
     elevation_deg: float
     width: int
+    centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def scene_centre(data: dict | object, train_poses: Tensor) -> Float[Tensor, "3"]:
+    """The centre of `data.scene_box`, else the point the cameras look at, else the origin."""
+    box = data.get("scene_box")
+    if box is not None:
+        low, high = (torch.tensor([float(x) for x in corner], dtype=torch.float64) for corner in box)
+        return 0.5 * (low + high)
+    focus = focus_of(train_poses.double().numpy())
+    return torch.zeros(3, dtype=torch.float64) if focus is None else torch.from_numpy(focus.point)
 
 
 def orbit_frames(
@@ -51,29 +70,35 @@ def orbit_frames(
     scene_dir: str | None = None,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    centre: list[float] | None = None,
+    radius: float | None = None,
 ) -> Orbit:
     """`frames` views of a trained model around the scene (colour, and depth beside it), on
-    the sphere its data set's cameras lie on, at their mean elevation unless given."""
+    the sphere its data set's cameras lie on about its centre, at their mean elevation, unless
+    `centre`, `radius` or `elevation_deg` are given."""
     data = trained.run_config.data
     datamodule = trained.datamodule(scene_dir)
-    train_poses, camera_angle_x = datamodule.cameras("train")
-    radius = float(train_poses[:, :3, 3].norm(dim=-1).mean())
+    train_poses, intrinsics, (train_height, train_width) = datamodule.cameras("train")
+    middle = scene_centre(data, train_poses) if centre is None else torch.tensor(centre, dtype=torch.float64)
+    if radius is None:
+        radius = float((train_poses[:, :3, 3].double() - middle).norm(dim=-1).mean())
     if elevation_deg is None:
-        positions = datamodule.cameras("test")[0][:, :3, 3]
-        elevation_deg = float(torch.rad2deg(torch.asin(positions[:, 2] / positions.norm(dim=-1))).mean())
+        offsets = datamodule.cameras("test")[0][:, :3, 3].double() - middle
+        elevation_deg = float(torch.rad2deg(torch.asin(offsets[:, 2] / offsets.norm(dim=-1))).mean())
     width = width if width is not None else data.resolution
-    focal = focal_from_fov(camera_angle_x, width)
+    height = max(1, round(train_height * width / train_width))
+    focal = float(intrinsics[0, 0]) * width / train_width
     device = torch.device(device)
     module = trained.module.to(device)
     images = []
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for pose in orbit_poses(radius, elevation_deg, frames):
-            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, width, width), module.chunk)
+        for pose in orbit_poses(radius, elevation_deg, frames, middle):
+            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, height, width), module.chunk)
             panels = [out["rgb"]]
             if depth:
                 panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
             images.append(side_by_side(*panels))
-    return Orbit(images, radius, elevation_deg, width)
+    return Orbit(images, radius, elevation_deg, width, tuple(float(x) for x in middle))
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:

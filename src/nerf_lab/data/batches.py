@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from nerf_lab.data.blender import SceneSplit
-from nerf_lab.nerf.rays import image_rays, pixel_rays
+from nerf_lab.nerf.rays import camera_rays, image_rays
 
 RAY_SAMPLING = ("all_images", "one_image")
 Batch = dict[str, torch.Tensor]
@@ -42,6 +42,8 @@ class RandomRayBatches(IterableDataset):
         last_step: int | None = None,
     ) -> None:
         self.split = split
+        # Rounded to float32 here as `camera_rays` would round them, and kept where the images are.
+        self.intrinsics = split.intrinsics.float().to(split.images.device)
         self.batch_rays = batch_rays
         self.ray_sampling = ray_sampling
         self.precrop_steps = precrop_steps
@@ -82,7 +84,7 @@ class RandomRayBatches(IterableDataset):
         n = self.batch_rays
         views = draw(0, n_views, 1).expand(n) if self.ray_sampling == "one_image" else draw(0, n_views, n)
         rows, cols = draw(*row_range, n), draw(*col_range, n)
-        rays = pixel_rays(self.split.poses[views], rows, cols, self.split.focal, height, width)
+        rays = camera_rays(self.split.poses[views], rows, cols, self.intrinsics[views])
         return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
 
 
@@ -98,7 +100,8 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, item: int) -> Batch:
         view = self.view_indices[item]
-        rays = image_rays(self.split.poses[view], self.split.focal, self.split.height, self.split.width)
+        split = self.split
+        rays = image_rays(split.poses[view], split.focal, split.height, split.width, split.intrinsics[view])
         return {
             "origins": rays.origins,
             "directions": rays.directions,

@@ -1,9 +1,11 @@
 """Reading scenes in the Blender layout of the NeRF synthetic data set.
 
-A scene folder holds `transforms_{train,val,test}.json`, each with the horizontal field of
-view `camera_angle_x` (radians) and `frames`, each frame a `file_path` (relative to the
-folder, `.png` optional) and a 4×4 camera-to-world `transform_matrix` (OpenGL convention,
-see `nerf_lab.nerf.rays`). Images are RGBA PNGs with straight (not premultiplied) alpha.
+A scene folder holds `transforms_{train,val,test}.json`, each with the camera intrinsics
+(`camera_angle_x`, or `fl_x`, `fl_y`, `cx`, `cy`, `w`, `h`: `nerf_lab.data.intrinsics`) and
+`frames`, each frame a `file_path` (relative to the folder; `.png` is added to a name without
+an extension) and a 4×4 camera-to-world `transform_matrix` in the OpenGL convention (see
+`nerf_lab.nerf.rays`), or the OpenCV one (y down, looking down +z) converted when read. Images
+are PNG or JPEG, 8 or 16 bits, RGB or RGBA with straight alpha (`nerf_lab.data.images`).
 
 Decoded, resized images are cached as `.npy` files named by a hash of everything they depend
 on (the JSON's content, each PNG's size and modification time, the resolution), so a cached
@@ -15,24 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
 from nerf_lab.data.files import read_cached_array, save_array_atomically
+from nerf_lab.data.geometry import SceneTransform
+from nerf_lab.data.images import decode_and_resize, image_size, output_height
+from nerf_lab.data.intrinsics import Intrinsics, read_intrinsics
 from nerf_lab.errors import DataError
-from nerf_lab.nerf.rays import focal_from_fov
 
 SPLITS = ("train", "val", "test")
+CAMERA_CONVENTIONS = ("opengl", "opencv")
 # Bump when the cached array's meaning changes (not when its sources do: they are hashed).
 CACHE_FORMAT = 1
 
@@ -40,7 +40,8 @@ CACHE_FORMAT = 1
 @dataclass(frozen=True)
 class Frame:
     path: Path
-    pose: list[list[float]]
+    pose: list[list[float]]  # camera-to-world, OpenGL convention (converted when read)
+    intrinsics: Intrinsics
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,12 @@ class SplitIndex:
     """What a split's JSON says, checked, before any image is decoded."""
 
     json_path: Path
-    camera_angle_x: float
+    camera_angle_x: float | None  # the top-level one, where given
     frames: tuple[Frame, ...]
+
+    def poses(self) -> np.ndarray:
+        """(views, 4, 4) float64 camera-to-world poses, OpenGL convention."""
+        return np.array([frame.pose for frame in self.frames], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,13 @@ class SceneSplit:
 
     images: Float[Tensor, "views height width 3"]
     poses: Float[Tensor, "views 4 4"]
-    focal: float
+    intrinsics: Float[Tensor, "views 4"]  # (f_x, f_y, c_x, c_y) in pixels of `images`, float64
     file_paths: tuple[Path, ...]
+
+    @property
+    def focal(self) -> float:
+        """The first view's horizontal focal length in pixels."""
+        return float(self.intrinsics[0, 0])
 
     @property
     def height(self) -> int:
@@ -73,8 +83,10 @@ class SceneSplit:
         return self.images.shape[0]
 
 
-def read_split_index(scene_dir: Path, split: str) -> SplitIndex:
-    """Parse and check `transforms_<split>.json`; raise `DataError` naming what is wrong."""
+def read_split_index(scene_dir: Path, split: str, camera_convention: str = "opengl") -> SplitIndex:
+    """Parse and check `transforms_<split>.json`; raise `DataError` naming what is wrong.
+    Poses in the OpenCV convention (`camera_convention="opencv"`) are converted to OpenGL
+    (the rotation's y and z columns negated, exactly)."""
     if not scene_dir.is_dir():
         raise DataError(
             f"scene folder {scene_dir} does not exist: set data.scene_dir (or NERF_SYNTHETIC_DIR) "
@@ -91,8 +103,10 @@ def read_split_index(scene_dir: Path, split: str) -> SplitIndex:
     if not isinstance(meta, dict):
         raise DataError(f"{json_path}: expected a JSON object with camera_angle_x and frames")
     angle = meta.get("camera_angle_x")
-    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
+    if angle is not None and (isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi):
         raise DataError(f"{json_path}: camera_angle_x must be a field of view in radians in (0, π), got {angle!r}")
+    if camera_convention not in CAMERA_CONVENTIONS:
+        raise DataError(f"data.camera_convention={camera_convention!r} is not allowed: expected one of {', '.join(CAMERA_CONVENTIONS)}")
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise DataError(f"{json_path}: frames must be a non-empty list")
@@ -109,12 +123,14 @@ def read_split_index(scene_dir: Path, split: str) -> SplitIndex:
         if problem:
             raise DataError(f"{where}.transform_matrix {problem}: expected a camera-to-world pose (rotation, position; last row 0 0 0 1)")
         path = scene_dir / frame["file_path"]
-        if path.suffix.lower() != ".png":
+        if not path.suffix:  # the Blender scenes name "./train/r_0" for r_0.png
             path = path.with_name(path.name + ".png")
         if not path.is_file():
             raise DataError(f"{path} is missing (named by {where}.file_path)")
-        checked.append(Frame(path, matrix))
-    return SplitIndex(json_path, float(angle), tuple(checked))
+        if camera_convention == "opencv":
+            matrix = [[row[0], -row[1], -row[2], row[3]] for row in matrix[:3]] + [matrix[3]]
+        checked.append(Frame(path, matrix, read_intrinsics(where, meta, frame)))
+    return SplitIndex(json_path, None if angle is None else float(angle), tuple(checked))
 
 
 def _is_matrix_4x4(value: object) -> bool:
@@ -141,36 +157,20 @@ def _pose_problem(matrix: list[list[float]]) -> str | None:
     return None
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_RGB, PNG_RGBA = 2, 6  # IHDR colour types
-
-
-def check_images(index: SplitIndex, white_background: bool) -> None:
-    """Check every image of a split from its PNG header alone (no decoding): a PNG, 8-bit RGB
-    or RGBA, one size for the split; RGBA when the scene is composited onto white (an RGB image
-    brings its own background, which would be trained on as the object's colour)."""
-    size = None
-    for frame in index.frames:
-        with open(frame.path, "rb") as file:
-            head = file.read(26)
-        if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-            raise DataError(f"{frame.path} is not a PNG image: expected the split's images to be PNGs")
-        width, height = struct.unpack(">II", head[16:24])
-        bit_depth, colour_type = head[24], head[25]
-        if bit_depth != 8 or colour_type not in (PNG_RGB, PNG_RGBA):
-            raise DataError(f"{frame.path}: expected an 8-bit RGB or RGBA PNG, got bit depth {bit_depth}, colour type {colour_type}")
-        if colour_type == PNG_RGB and white_background:
+def check_images(index: SplitIndex) -> int:
+    """Check every image of a split from its header alone (no decoding): an RGB or RGBA
+    image of 8 or 16 bits a channel that imageio reads; one size for the split, unless every
+    frame states its own intrinsics (then one aspect ratio). Returns the smallest width."""
+    sizes = [image_size(frame.path) for frame in index.frames]
+    each_own = all(frame.intrinsics.own for frame in index.frames)
+    for frame, size in zip(index.frames, sizes):
+        same = size == sizes[0] if not each_own else output_height(*size, 1000) == output_height(*sizes[0], 1000)
+        if not same:
             raise DataError(
-                f"{frame.path} has no alpha channel, but data.white_background=true composites the object onto white: "
-                "expected RGBA images (or data.white_background=false for images that include their background)"
+                f"{frame.path} is {size[0]}×{size[1]}, but the split's first image {index.frames[0].path} is "
+                f"{sizes[0][0]}×{sizes[0][1]}: expected one size per split (or, with each frame's own intrinsics, one aspect ratio)"
             )
-        if size is None:
-            size = (width, height)
-        elif (width, height) != size:
-            raise DataError(
-                f"{frame.path} is {width}×{height}, but the split's first image {index.frames[0].path} is "
-                f"{size[0]}×{size[1]}: expected one size per split"
-            )
+    return min(width for width, _ in sizes)
 
 
 def load_split(
@@ -179,84 +179,42 @@ def load_split(
     resolution: int,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     cache_dir: str | Path | None = None,
+    camera_convention: str = "opengl",
+    transform: SceneTransform | None = None,
 ) -> SceneSplit:
     """Load one split with images `resolution` pixels wide (height keeps the aspect ratio).
 
     Downsampling averages premultiplied colour over each output pixel's area (antialiased,
     and without the dark fringe that averaging straight colour gives at the object's edge);
-    the result is then composited onto `background`. The focal length scales with the width.
+    the result is then composited onto `background` (images without alpha are opaque, so
+    stay as they are). The intrinsics scale to the loaded size; poses are converted from
+    `camera_convention` and moved by `transform` (`data.normalize`) when given.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of {SPLITS}")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise DataError(f"data.resolution must be a positive integer, got {resolution!r}")
-    index = read_split_index(Path(scene_dir), split)
+    index = read_split_index(Path(scene_dir), split, camera_convention)
+    check_images(index)
 
     cache_path = _cache_path(index, resolution, cache_dir) if cache_dir is not None else None
     premultiplied = read_cached_array(cache_path, len(index.frames), resolution) if cache_path is not None else None
     if premultiplied is None:
-        premultiplied = _decode_and_resize(index, resolution)
+        premultiplied = decode_and_resize([frame.path for frame in index.frames], resolution)
         if cache_path is not None:
             save_array_atomically(cache_path, premultiplied)
 
     rgba = torch.from_numpy(premultiplied).float()
     images = rgba[..., :3] + (1.0 - rgba[..., 3:]) * torch.tensor(background, dtype=torch.float32)
-    poses = torch.tensor([frame.pose for frame in index.frames], dtype=torch.float32)
-    return SceneSplit(
-        images=images.contiguous(),
-        poses=poses,
-        focal=focal_from_fov(index.camera_angle_x, resolution),
-        file_paths=tuple(frame.path for frame in index.frames),
+    if transform is None:
+        poses = torch.tensor([frame.pose for frame in index.frames], dtype=torch.float32)
+    else:
+        poses = torch.from_numpy(transform.apply(index.poses())).float()
+    height = images.shape[1]
+    intrinsics = torch.tensor(
+        [frame.intrinsics.scaled(resolution, height, *image_size(frame.path)) for frame in index.frames], dtype=torch.float64
     )
-
-
-def _decode_and_resize(index: SplitIndex, resolution: int) -> np.ndarray:
-    """Decode every PNG of the split (in threads: the decoder releases the GIL) and resize."""
-
-    def decode(frame: Frame) -> np.ndarray:
-        try:
-            image = iio.imread(frame.path)
-        except Exception as error:  # imageio raises many types for a broken file
-            raise DataError(f"{frame.path} could not be read as an image: {error}") from None
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise DataError(f"{frame.path}: expected an RGB or RGBA image, got an array of shape {image.shape}")
-        if image.dtype != np.uint8:
-            raise DataError(f"{frame.path}: expected 8-bit channels, got {image.dtype}")
-        return image
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        # Decode and resize image by image, so an 800 px split never holds two copies in float.
-        first = decode(index.frames[0])
-        height, width = first.shape[:2]
-        if resolution > width:
-            raise DataError(
-                f"data.resolution={resolution} is larger than the source images "
-                f"({width}×{height}, {index.frames[0].path}): expected at most {width}"
-            )
-        out_height = max(1, round(height * resolution / width))
-        output = np.empty((len(index.frames), out_height, resolution, 4), dtype=np.float16)
-
-        def process(number: int) -> None:
-            image = first if number == 0 else decode(index.frames[number])
-            if image.shape[:2] != (height, width):
-                raise DataError(
-                    f"{index.frames[number].path} is {image.shape[1]}×{image.shape[0]}, but the split's "
-                    f"first image {index.frames[0].path} is {width}×{height}: expected one size per split"
-                )
-            output[number] = _premultiplied_area_resize(image, out_height, resolution)
-
-        list(pool.map(process, range(len(index.frames))))
-    return output
-
-
-def _premultiplied_area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    rgba = torch.from_numpy(image).float() / 255.0
-    if rgba.shape[2] == 3:
-        rgba = torch.cat([rgba, torch.ones_like(rgba[..., :1])], dim=-1)
-    rgba[..., :3] *= rgba[..., 3:]
-    if rgba.shape[:2] != (height, width):
-        rgba = F.interpolate(rgba.permute(2, 0, 1)[None], size=(height, width), mode="area")[0].permute(1, 2, 0)
-    return rgba.numpy().astype(np.float16)
+    return SceneSplit(images=images.contiguous(), poses=poses, intrinsics=intrinsics, file_paths=tuple(frame.path for frame in index.frames))
 
 
 def _cache_path(index: SplitIndex, resolution: int, cache_dir: str | Path) -> Path:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -17,6 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from nerf_lab.data.batches import RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
+from nerf_lab.data.geometry import SceneTransform, check_geometry, derived_bounds, normalizing_transform
+from nerf_lab.data.images import image_size, output_height
 from nerf_lab.errors import ConfigError, DataError
 
 
@@ -48,6 +49,12 @@ class BlenderDataModule(pl.LightningDataModule):
     in TensorBoard); `test_views` views of the test split (all when None) are evaluated at the
     end. Decoded images are cached under `cache_dir`. The values are checked, with their
     config keys named, by `nerf_lab.training.config.validate_config`.
+
+    `camera_convention` is the poses' (opengl or opencv, converted when read). With
+    `normalize`, the scene is centred on the training cameras' focus point and scaled so they
+    sit where the Blender scenes' do, and near, far and the box are derived
+    (`nerf_lab.data.geometry`); `scene_transform` ({centre, scale}), when given, is that
+    transform as a run recorded it, used as it is (eval, render, resume).
     """
 
     def __init__(
@@ -66,8 +73,14 @@ class BlenderDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         scene_box: Sequence[Any] | None = None,
+        camera_convention: str = "opengl",
+        normalize: bool = False,
+        scene_transform: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.camera_convention = camera_convention
+        self.normalize = normalize
+        self.transform = SceneTransform.from_config(scene_transform)
         self.scene_box = scene_box  # the box the scene lies in (for sampling.clip_to_box and the grid)
         self.scene_dir = scene_dir
         self.resolution = resolution
@@ -87,25 +100,58 @@ class BlenderDataModule(pl.LightningDataModule):
 
     def load(self, split: str) -> SceneSplit:
         """One split, decoded (or read from the cache), on the CPU."""
-        return load_split(self.scene_dir, split, self.resolution, self.background, self.cache_dir / "images")
+        return load_split(
+            self.scene_dir, split, self.resolution, self.background, self.cache_dir / "images",
+            self.camera_convention, self.scene_geometry()["scene_transform"],
+        )
+
+    def scene_geometry(self) -> dict[str, Any]:
+        """The values the run uses: near, far, scene_box and the scene transform (None when the
+        scene is read as it is). With `normalize` and no recorded transform, they are derived
+        from the training cameras (and this module's `near`, `far`, `scene_box` set to them);
+        otherwise they are the configured ones."""
+        if self.normalize and self.transform is None:
+            self.transform = normalizing_transform(self._index("train").poses())
+            self.near, self.far, self.scene_box = derived_bounds(self.transform.apply(self._index("train").poses()))
+        box = None if self.scene_box is None else [[float(x) for x in corner] for corner in self.scene_box]
+        return {"near": float(self.near), "far": float(self.far), "scene_box": box, "scene_transform": self.transform}
+
+    def _index(self, split: str):
+        return read_split_index(Path(self.scene_dir), split, self.camera_convention)
 
     def check_scene(self) -> None:
-        """Check every split's JSON and poses, every image's PNG header, and that `resolution`
-        fits them, without decoding any image: bad data fails before a run starts."""
+        """Check every split's JSON, poses and intrinsics, every image's header, that
+        `resolution` fits them, and the training cameras' geometry against near, far and the
+        box (`nerf_lab.data.geometry.check_geometry`), without decoding any image: bad data
+        fails before a run starts."""
         for split in ("train", "val", "test"):
-            index = read_split_index(Path(self.scene_dir), split)
-            check_images(index, self.white_background)
-        width = iio.improps(index.frames[0].path).shape[1]
-        if self.resolution > width:
-            raise DataError(
-                f"data.resolution={self.resolution} is larger than the source images "
-                f"({index.frames[0].path} is {width} wide): expected at most {width}"
-            )
+            index = self._index(split)
+            width = check_images(index)
+            if self.resolution > width:
+                raise DataError(
+                    f"data.resolution={self.resolution} is larger than the source images "
+                    f"({index.frames[0].path} is {width} wide): expected at most {width}"
+                )
+        geometry = self.scene_geometry()
+        poses = self._index("train").poses()
+        if geometry["scene_transform"] is not None:
+            poses = geometry["scene_transform"].apply(poses)
+        check_geometry(poses, geometry["near"], geometry["far"], geometry["scene_box"], self.camera_convention, self.normalize)
 
-    def cameras(self, split: str) -> tuple[torch.Tensor, float]:
-        """A split's camera-to-world poses and horizontal field of view, from its JSON alone."""
-        index = read_split_index(Path(self.scene_dir), split)
-        return torch.tensor([frame.pose for frame in index.frames]), index.camera_angle_x
+    def cameras(self, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """A split's camera-to-world poses (as the run sees them: converted, normalised),
+        float32 (views, 4, 4); their intrinsics (f_x, f_y, c_x, c_y) at `resolution`, float64
+        (views, 4); and the (height, width) of its images at `resolution`: from the JSON and
+        the image headers alone."""
+        index = self._index(split)
+        poses = index.poses()
+        transform = self.scene_geometry()["scene_transform"]
+        if transform is not None:
+            poses = transform.apply(poses)
+        width, height = image_size(index.frames[0].path)
+        out_height = output_height(width, height, self.resolution)
+        intrinsics = [frame.intrinsics.scaled(self.resolution, out_height, *image_size(frame.path)) for frame in index.frames]
+        return torch.from_numpy(poses).float(), torch.tensor(intrinsics, dtype=torch.float64), (out_height, self.resolution)
 
     def prepare_data(self) -> None:
         # Runs once per machine: fills the cache, so every rank's setup() only reads it; only
@@ -121,7 +167,7 @@ class BlenderDataModule(pl.LightningDataModule):
             if split not in self.splits:
                 loaded = self.load(split)
                 self.splits[split] = SceneSplit(
-                    loaded.images.to(device), loaded.poses.to(device), loaded.focal, loaded.file_paths
+                    loaded.images.to(device), loaded.poses.to(device), loaded.intrinsics, loaded.file_paths
                 )
 
     def train_dataloader(self) -> DataLoader:
@@ -180,9 +226,9 @@ class BuiltinSceneDataModule(BlenderDataModule):
     def check_scene(self) -> None:
         pass  # rendered on first use, always whole
 
-    def cameras(self, split: str) -> tuple[torch.Tensor, float]:
+    def _index(self, split: str):
         ensure_builtin_scene(self.cache_dir, self.resolution)
-        return super().cameras(split)
+        return super()._index(split)
 
     def load(self, split: str) -> SceneSplit:
         ensure_builtin_scene(self.cache_dir, self.resolution)

@@ -4,9 +4,12 @@ The camera looks down its −z axis with +x right and +y up; a pose is the camer
 matrix [R | t] (3×4 or 4×4). The ray through pixel (row i, column j) leaves the camera
 centre t along
 
-    d = R · ((j + ½ − W/2) / f,  −(i + ½ − H/2) / f,  −1)
+    d = R · ((j + ½ − c_x) / f_x,  −(i + ½ − c_y) / f_y,  −1)
 
-through the pixel's centre. d is deliberately not normalised: its camera-space z component is
+through the pixel's centre, where (f_x, f_y, c_x, c_y) are the intrinsics in pixels (the focal
+lengths and the principal point, measured from the image's top-left corner, as instant-ngp's and
+nerfstudio's `transforms.json` give them). A camera with its principal point at the image
+centre (c_x, c_y) = (W/2, H/2) and f_x = f_y = f, as in the Blender scenes, is `pixel_rays`. d is deliberately not normalised: its camera-space z component is
 −1, so a distance t along the ray is a depth along the optical axis, and `near`/`far` bound
 depth as in the authors' code. Renderers scale by |d| to get metric distances.
 """
@@ -48,6 +51,35 @@ def focal_from_fov(camera_angle_x: float, width: int) -> float:
     return 0.5 * width / math.tan(0.5 * camera_angle_x)
 
 
+def centred_intrinsics(focal: float, height: int, width: int) -> Float[Tensor, "4"]:
+    """(f_x, f_y, c_x, c_y) of a camera with square pixels of focal length `focal` and its
+    principal point at the centre of a `height` × `width` image (float64)."""
+    return torch.tensor([focal, focal, 0.5 * width, 0.5 * height], dtype=torch.float64)
+
+
+def camera_rays(
+    poses: Float[Tensor, "*batch 3 4"] | Float[Tensor, "*batch 4 4"],
+    rows: Int[Tensor, "*batch"] | Float[Tensor, "*batch"],
+    cols: Int[Tensor, "*batch"] | Float[Tensor, "*batch"],
+    intrinsics: Float[Tensor, "*batch 4"] | Float[Tensor, "4"],
+) -> RayBundle:
+    """Rays through the centres of pixels (rows, cols), each with its own camera-to-world pose
+    and intrinsics (f_x, f_y, c_x, c_y) in pixels (one row for all rays, or one a ray).
+
+    The pixel arithmetic is done in the dtype of `rows` (the default dtype for integer rows),
+    with the intrinsics rounded to it, so a centred camera gives `pixel_rays`' rays bit for bit.
+    """
+    dtype = rows.dtype if rows.is_floating_point() else torch.get_default_dtype()
+    k = intrinsics.to(device=rows.device, dtype=dtype)
+    x = (cols + 0.5 - k[..., 2]) / k[..., 0]
+    y = -(rows + 0.5 - k[..., 3]) / k[..., 1]
+    camera_dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1).to(poses.dtype)
+    rotation = poses[..., :3, :3]
+    directions = (rotation @ camera_dirs[..., None])[..., 0]
+    origins = poses[..., :3, 3].expand_as(directions)
+    return RayBundle(origins, directions)
+
+
 def pixel_rays(
     poses: Float[Tensor, "*batch 3 4"] | Float[Tensor, "*batch 4 4"],
     rows: Int[Tensor, "*batch"] | Float[Tensor, "*batch"],
@@ -59,28 +91,29 @@ def pixel_rays(
     """Rays through the centres of pixels (rows, cols), each with its own camera-to-world pose.
 
     `poses` has the same leading shape as `rows` and `cols` (gather per-ray poses first), so
-    a training batch drawn across many views is one call.
+    a training batch drawn across many views is one call. The principal point is the image
+    centre; `camera_rays` takes any.
     """
-    x = (cols + 0.5 - 0.5 * width) / focal
-    y = -(rows + 0.5 - 0.5 * height) / focal
-    camera_dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1).to(poses.dtype)
-    rotation = poses[..., :3, :3]
-    directions = (rotation @ camera_dirs[..., None])[..., 0]
-    origins = poses[..., :3, 3].expand_as(directions)
-    return RayBundle(origins, directions)
+    return camera_rays(poses, rows, cols, centred_intrinsics(focal, height, width))
 
 
 def image_rays(
-    pose: Float[Tensor, "3 4"] | Float[Tensor, "4 4"], focal: float, height: int, width: int
+    pose: Float[Tensor, "3 4"] | Float[Tensor, "4 4"],
+    focal: float,
+    height: int,
+    width: int,
+    intrinsics: Float[Tensor, "4"] | None = None,
 ) -> RayBundle:
-    """Rays through every pixel of one view, shaped (height, width)."""
+    """Rays through every pixel of one view, shaped (height, width): a camera of focal length
+    `focal` centred on the image, or with `intrinsics` (f_x, f_y, c_x, c_y) when given."""
     rows, cols = torch.meshgrid(
         torch.arange(height, device=pose.device, dtype=pose.dtype),
         torch.arange(width, device=pose.device, dtype=pose.dtype),
         indexing="ij",
     )
     poses = pose[:3, :4].expand(height, width, 3, 4)
-    return pixel_rays(poses, rows, cols, focal, height, width)
+    k = centred_intrinsics(focal, height, width) if intrinsics is None else intrinsics
+    return camera_rays(poses, rows, cols, k)
 
 
 def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"] | None = None) -> Float[Tensor, "4 4"]:

@@ -179,10 +179,12 @@ class Trained:
     module: NeRFLitModule
     run_config: DictConfig  # today's config for the training run, its stored values overlaid (`run_config`)
 
-    def datamodule(self, scene_dir: str | None = None, test_views: int | None = None):
-        """The training run's data module, optionally reading the scene from elsewhere
-        (`scene_dir`, the key of eval and render)."""
+    def datamodule(self, scene_dir: str | None = None, test_views: int | None = None, resolution: int | None = None):
+        """The training run's data module, optionally reading the scene from elsewhere, or at
+        another `resolution` (image width in pixels)."""
         with open_dict(self.run_config):
+            if resolution is not None:
+                self.run_config.data.resolution = resolution
             if scene_dir is not None:
                 if self.run_config.data.get("scene_dir") is None:
                     raise ConfigError("scene_dir is set, but this model was trained on the built-in scene", key="scene_dir")
@@ -205,7 +207,7 @@ class Trained:
                 "expected scene_dir=<the scene's folder on this machine>, holding transforms_test.json and its images"
             )
         for split in splits:
-            check_images(read_split_index(folder, split), self.run_config.data.white_background)
+            check_images(read_split_index(folder, split, self.run_config.data.get("camera_convention") or "opengl"))
 
 
 def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:

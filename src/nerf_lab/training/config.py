@@ -58,6 +58,14 @@ def _is_time_limit(value: Any) -> bool:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
 
 
+def _is_transform(value: Any) -> bool:
+    return (
+        isinstance(value, dict) and set(value) == {"centre", "scale"}
+        and isinstance(value["centre"], list) and len(value["centre"]) == 3 and all(_is_number(x) for x in value["centre"])
+        and _is_number(value["scale"]) and value["scale"] > 0
+    )
+
+
 # (key, check, what is expected): what no constructor of ours checks. Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
@@ -70,6 +78,10 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.precrop_frac", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
     ("data.val_views", lambda v: _is_int(v) and v >= 1, "a positive integer"),
     ("data.test_views", lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
+    # Scenes from captures (nerf_lab.data.geometry); absent keys (None) mean the defaults.
+    ("data.camera_convention", lambda v: v in (None, "opengl", "opencv"), "opengl (Blender, nerfstudio, instant-ngp) or opencv (COLMAP)"),
+    ("data.normalize", lambda v: v is None or isinstance(v, bool), "true or false"),
+    ("data.scene_transform", lambda v: v is None or _is_transform(v), "{centre: [x, y, z], scale: s > 0} (recorded by a normalised run), or null"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
     ("optim.lr_final", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
     (
@@ -98,6 +110,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
 EVAL_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ckpt_path", lambda v: isinstance(v, str) and v != "", "a checkpoint, e.g. ckpt_path=<run>/checkpoints/best.ckpt"),
     ("views", _is_positive_int_or_none, "a positive integer (the first views of the test split), or null for all"),
+    ("resolution", _is_positive_int_or_none, "a positive integer (image width in pixels, up to the source images'), or null for the training run's"),
     ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
 ]
 RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
@@ -106,6 +119,8 @@ RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("fps", lambda v: _is_int(v) and v >= 1, "a positive integer (frames a second)"),
     ("resolution", _is_positive_int_or_none, "a positive integer (image width in pixels), or null for the training resolution"),
     ("elevation_deg", lambda v: v is None or (_is_number(v) and -90 < v < 90), "degrees in (-90, 90), or null for the test cameras' mean"),
+    ("centre", lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)), "[x, y, z], or null for the scene's centre"),
+    ("radius", lambda v: v is None or (_is_number(v) and v > 0), "a distance > 0, or null for the cameras' mean distance"),
     ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
     ("depth", lambda v: isinstance(v, bool), "true or false"),
 ]

@@ -41,11 +41,52 @@ def check_before_run(config: DictConfig) -> None:
         if config.get("ckpt_path"):
             check_resumable(config)
     elif task in COMMAND_CHECKS:
+        check_own_keys(config, task)
         check_values(config, COMMAND_CHECKS[task])
         # Rebuilt as the command will (today's config, the stored values as data, the tensors
         # checked, finite): a checkpoint that cannot be is refused before any folder exists.
         trained = load_trained(config.ckpt_path, config.get("chunk"))
         trained.check_scene(config.get("scene_dir"), ("test",) if task == "eval" else ("train", "test"))
+        if task == "eval" and config.get("resolution") is not None:
+            check_eval_resolution(config, trained.run_config)
+
+
+def command_keys(task: str) -> set[str]:
+    """The top-level keys a command's config (`conf/<task>.yaml`) has."""
+    from omegaconf import OmegaConf
+
+    from nerf_lab.training.config import CONF_DIR
+
+    return set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
+
+
+def check_own_keys(config: DictConfig, task: str) -> None:
+    """`ConfigError` for a top-level key the command does not read (a sweep's job, or a
+    config composed elsewhere; the command line is checked by `cli.foreign_key_error`)."""
+    from nerf_lab.errors import ConfigError
+
+    own = command_keys(task)
+    for key in config:
+        if key not in own:
+            raise ConfigError(
+                f"{key} is not read by nerf_lab.{task}: the run's own settings come from its checkpoint; "
+                f"expected one of {', '.join(sorted(own - {'paths', 'hydra', 'task_name'}))}"
+            )
+
+
+def check_eval_resolution(config: DictConfig, run_config: dict) -> None:
+    """`DataError` when `resolution` is wider than the test images of the checkpoint's scene."""
+    from nerf_lab.data.blender import read_split_index
+    from nerf_lab.data.images import image_size
+    from nerf_lab.errors import DataError
+
+    scene_dir = config.get("scene_dir") or run_config["data"].get("scene_dir")
+    if scene_dir is None:  # the built-in scene is rendered at any resolution
+        return
+    index = read_split_index(Path(scene_dir), "test", run_config["data"].get("camera_convention") or "opengl")
+    width = min(image_size(frame.path)[0] for frame in index.frames)
+    if config.resolution > width:
+        raise DataError(f"resolution={config.resolution} is larger than the test images ({width} px wide, {index.frames[0].path}): expected at most {width}")
 
 
 class SweepSummary(Callback):
