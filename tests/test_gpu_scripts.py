@@ -1,0 +1,106 @@
+"""The GPU scripts (benchmarks/gpu_run.py): their budget arithmetic, and a rehearsal on the CPU
+(`--toy`) whose clock runs out inside steps, showing that what was measured still comes back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, requires_lego
+from user_commands import run_script
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from gpu_budget import Measured, faster_to_compile, plan_run  # noqa: E402
+
+# The H200 of 2026-11-29 (../shared/gpu-runs/2026-11-29-h200): the eager bench.
+H200_EAGER = {"train_steps_per_s": 29.10, "render_s_per_view": 1.804, "timed_steps": 30, "compile": False}
+
+
+def test_startup_is_the_bench_wall_time_less_its_timed_steps_and_view(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(H200_EAGER))
+    measured = Measured.from_bench(path, wall_s=23.0)
+    assert measured.startup_s == pytest.approx(23.0 - 30 / 29.10 - 1.804)
+    assert (measured.steps_per_s, measured.s_per_view, measured.compile_s) == (29.10, 1.804, 0.0)
+    # A compiled bench 63 s long, set against the eager start-up: the rest is compilation.
+    path.write_text(json.dumps({**H200_EAGER, "train_steps_per_s": 36.25, "render_s_per_view": 1.748, "compile": True}))
+    compiled = Measured.from_bench(path, wall_s=63.0, eager_startup_s=measured.startup_s)
+    assert compiled.startup_s == measured.startup_s
+    assert compiled.compile_s == pytest.approx(63.0 - 30 / 36.25 - 1.748 - measured.startup_s)
+    path.write_text(json.dumps({**H200_EAGER, "train_steps_per_s": 0.0}))
+    with pytest.raises(ValueError, match="train_steps_per_s"):
+        Measured.from_bench(path, wall_s=10.0)
+
+
+def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin():
+    measured = Measured(steps_per_s=29.10, s_per_view=1.804, startup_s=20.0, compile_s=0.0)
+    plan = plan_run(165.0, measured, val_views=1, test_views=5, validations=6)
+    validation, test, margin = 7 * 1.804, 5 * 1.804, 16.5
+    train_s = 165.0 - 20.0 - validation - test - margin
+    assert plan.train_s == pytest.approx(train_s, abs=0.01)
+    assert plan.max_steps == math.floor(train_s * 29.10)
+    assert plan.val_check_interval == plan.max_steps // 6
+    assert plan.max_time_s == math.floor(165.0 - 20.0 - test - margin / 2) and plan.limit_s == 165
+    assert plan.overrides() == [f"trainer.max_steps={plan.max_steps}", f"trainer.val_check_interval={plan.val_check_interval}",
+                                f"trainer.max_time=00:00:02:{plan.max_time_s - 120:02d}"]
+    # The paper's 4.5 minutes cap the training; the compilation is paid before it.
+    paper = plan_run(470.0, Measured(36.25, 1.748, 20.0, 40.0), val_views=1, test_views=25, train_cap_s=270)
+    assert paper.train_s == 270 and paper.max_steps == math.floor(270 * 36.25)
+    # Too little time: no run, rather than a run that cannot test.
+    assert plan_run(60.0, Measured(29.10, 1.804, 20.0, 40.0), 1, 25) is None
+
+
+def test_compiling_pays_only_when_the_run_is_long_enough():
+    eager, compiled = Measured(29.10, 1.8, 20.0), Measured(36.25, 1.75, 20.0, 40.0)
+    # Break-even: (T − 60) · 36.25 = (T − 20) · 29.10 → T = (60 · 36.25 − 20 · 29.10) / 7.15 ≈ 222.8 s.
+    break_even = (60 * 36.25 - 20 * 29.10) / (36.25 - 29.10)
+    assert not faster_to_compile(break_even - 1, eager, compiled)
+    assert faster_to_compile(break_even + 1, eager, compiled)
+    assert not faster_to_compile(1000.0, eager, None)
+
+
+@pytest.mark.slow
+@requires_lego
+def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp_path, cache_dir):
+    """`study --toy` on this CPU with the clock running out inside steps: the compiled and grid
+    benches after 1 s, the γ(p) arm after 45 s (mid-training), the γ(p) + xyz arm after 1 s.
+    The out folder, and the archive packed into $OUT, hold the tests' output, the eager bench's
+    figures, the arms' budget and the cut arm's partial curve.csv and TensorBoard events;
+    never a checkpoint."""
+    out, ship = tmp_path / "study", tmp_path / "OUT"
+    env = {"OUT": str(ship), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "GPU_BUDGET_S": "300", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_COMPILE": "1", "GPU_LIMIT_BENCH_GRID": "1",
+           "GPU_LIMIT_WHITE_PE": "45", "GPU_LIMIT_WHITE_PE_RAW": "1"}
+    result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "study", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
+                        cwd=tmp_path, cache=cache_dir, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    steps = {step["step"]: step["status"] for step in json.loads((out / "steps.json").read_text())}
+    assert steps == {"tests": "done", "bench_eager": "done", "bench_compile": "stopped at its limit",
+                     "bench_grid": "stopped at its limit", "3_white_pe": "stopped at its limit", "3_white_pe_raw": "stopped at its limit"}
+    assert "skipped" in (out / "1_gpu_tests.txt").read_text()  # no CUDA here: every gpu test skips, with its reason
+    assert json.loads((out / "2_bench_eager.json").read_text())["train_steps_per_s"] > 0
+    assert not (out / "2_bench_compile.json").exists()
+    budget = json.loads((out / "budget_white_arm.json").read_text())
+    with (out / "3_white_pe" / "curve.csv").open() as file:
+        curve = list(csv.DictReader(file))
+    steps_seen = [int(row["step"]) for row in curve]
+    assert steps_seen and steps_seen == sorted(steps_seen) and steps_seen[-1] < budget["max_steps"]  # cut mid-run
+    assert all(int(step) % budget["val_check_interval"] == 0 for step in steps_seen)
+    assert list((out / "3_white_pe" / "tensorboard").rglob("events.out.tfevents.*"))
+    summary = (out / "summary.md").read_text()
+    assert "3_white_pe: stopped at its limit" in summary and "bench_eager: " in summary
+    assert not list(out.rglob("*.ckpt"))
+
+    with tarfile.open(ship / "study.tgz") as archive:
+        names = archive.getnames()
+    assert {"study/2_bench_eager.json", "study/3_white_pe/curve.csv", "study/summary.md"} <= set(names)
+    assert not [name for name in names if name.endswith(".ckpt")]
+    assert (ship / "study_summary.md").read_text() == summary
