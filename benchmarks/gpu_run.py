@@ -68,8 +68,8 @@ def limit(part: Part, step: str, own: float, keep_s: float = 0.0) -> float:
 
 
 def merged(*overrides: list[str]) -> list[str]:
-    """Command-line overrides with each key once, the last value winning (Hydra refuses a key
-    given twice)."""
+    """Command-line overrides with each key once, the last value winning (as Hydra reads them),
+    so that the logged command says plainly what ran."""
     by_key: dict[str, str] = {}
     for override in (o for group in overrides for o in group):
         by_key[override.split("=", 1)[0]] = override
