@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     budget_s = float(os.environ.get("GPU_BUDGET_S", mode["budget_s"]))
     grace_s = float(os.environ.get("GPU_GRACE_S", mode["grace_s"]))
     part = Part(args.part, out, work, budget_s, grace_s, float(os.environ.get("GPU_SHIP_EVERY_S", 15)), ship_to)
+    # The device tool's timeout, or a TERM by hand: end as after an exception (gpu_steps stops
+    # the running step and ships its records).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device (CPU)"

@@ -76,18 +76,26 @@ class Part:
         self.log_file.flush()
         sink = output.open("w") if output else self.log_file
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        # Its own process group (not session): the group gets the signals at the limit, and
+        # whatever ends this script's session (the device tool's timeout) ends the step too.
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, process_group=0, env=env)
         stopped = False
-        while process.poll() is None:
-            left = limit_s - (time.monotonic() - started)
-            if left <= 0:
-                stopped = True
-                self._stop(process)
-                break
-            try:
-                process.wait(timeout=min(self.ship_every_s, left))
-            except subprocess.TimeoutExpired:
-                self.ship()
+        try:
+            while process.poll() is None:
+                left = limit_s - (time.monotonic() - started)
+                if left <= 0:
+                    stopped = True
+                    self._stop(process)
+                    break
+                try:
+                    process.wait(timeout=min(self.ship_every_s, left))
+                except subprocess.TimeoutExpired:
+                    self.ship()
+        except BaseException:  # this script stopped (SIGTERM, Ctrl-C): stop the step, keep its records
+            self.say(f"{name}: this script was stopped; stopping the step and keeping what it wrote")
+            self._stop(process)
+            self.ship()
+            raise
         if output:
             sink.close()
         seconds = time.monotonic() - started
@@ -113,6 +121,10 @@ class Part:
             process.wait()
         except ProcessLookupError:
             process.wait()
+        try:  # what the step left behind in its group (worker processes)
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def ship(self) -> None:
         """Copy the runs' records into the out folder, write steps.json, and pack it all into

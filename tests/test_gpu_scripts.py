@@ -104,3 +104,27 @@ def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp
     assert {"study/2_bench_eager.json", "study/3_white_pe/curve.csv", "study/summary.md"} <= set(names)
     assert not [name for name in names if name.endswith(".ckpt")]
     assert (ship / "study_summary.md").read_text() == summary
+
+
+def test_a_step_past_its_limit_is_stopped_and_what_it_wrote_comes_back(tmp_path):
+    """A step that writes a run's curve and then hangs, ignoring SIGTERM: at its limit it gets
+    SIGTERM, then SIGKILL after the grace; its records (no checkpoint) were copied into the out
+    folder and packed into the ship folder while it ran."""
+    from gpu_steps import Part
+
+    run = tmp_path / "work" / "run"
+    hang = (f"import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); run = pathlib.Path({str(run)!r}); "
+            "(run / 'checkpoints').mkdir(parents=True); (run / 'checkpoints' / 'last.ckpt').write_text('weights'); "
+            "(run / 'curve.csv').write_text('step,wall_s,val_psnr,val_ssim\\n10,1.0,12.5,0.5\\n'); time.sleep(60)")
+    part = Part("study", tmp_path / "out", tmp_path / "work", budget_s=60, grace_s=1, ship_every_s=0.5, ship_to=tmp_path / "OUT")
+    part.runs["3_white_pe"] = run
+    assert part.run_step("white_pe", [sys.executable, "-c", hang], limit_s=3) == "stopped at its limit"
+    assert (tmp_path / "out" / "3_white_pe" / "curve.csv").read_text().endswith("10,1.0,12.5,0.5\n")
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
+    [record] = json.loads((tmp_path / "out" / "steps.json").read_text())
+    assert record["status"] == "stopped at its limit" and 3 <= record["seconds"] < 10 and record["exit_code"] == -9
+    with tarfile.open(tmp_path / "OUT" / "study.tgz") as archive:
+        assert "out/3_white_pe/curve.csv" in archive.getnames()
+    assert "white_pe: stopped at its limit" in (tmp_path / "OUT" / "study_summary.md").read_text()
+    assert part.run_step("quick", [sys.executable, "-c", "pass"], limit_s=10) == "done"
+    assert part.run_step("late", [sys.executable, "-c", "pass"], limit_s=0) == "skipped"
