@@ -17,7 +17,7 @@ run go slower than measured: training stops then with time left for the test.
 E.g. the H200 of 2026-11-29: eager 29.10 steps/s, 1.804 s a view, bench wall 23 s over 40
 steps → start-up 23 − 30/29.10 − 1.804 ≈ 20.2 s. A white-minimum arm given 165 s, one val view
 six times (+1), five test views, margin 15 s: train_s = 165 − 20.2 − 12.6 − 9.0 − 16.5 ≈ 106.7
-s → 3105 steps, validating every 517.
+s → 3104 steps, validating every 517.
 """
 
 from __future__ import annotations

@@ -53,6 +53,9 @@ def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin(
     # The paper's 4.5 minutes cap the training; the compilation is paid before it.
     paper = plan_run(470.0, Measured(36.25, 1.748, 20.0, 40.0), val_views=1, test_views=25, train_cap_s=270)
     assert paper.train_s == 270 and paper.max_steps == math.floor(270 * 36.25)
+    # gpu_budget's docstring example: the H200's eager bench, an arm of 165 s.
+    h200 = plan_run(165.0, Measured(29.10, 1.804, 23.0 - 30 / 29.10 - 1.804), val_views=1, test_views=5)
+    assert (h200.max_steps, h200.val_check_interval) == (3104, 517)
     # Too little time: no run, rather than a run that cannot test.
     assert plan_run(60.0, Measured(29.10, 1.804, 20.0, 40.0), 1, 25) is None
 
