@@ -99,7 +99,11 @@ def bench(part: Part, mode: dict, name: str, file: str, extra: list[str], own: f
 
 def train_run(part: Part, name: str, run_dir: Path, overrides: list[str], limit_s: float) -> dict | None:
     part.runs[name] = run_dir
-    command = python_command("nerf_lab.train", *overrides, "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}")
+    # No view panels in TensorBoard: at 800 px their rendering and encoding is a test cost the
+    # bench does not measure, and their ~2 MB each would not fit a returned file's 16 MiB; the
+    # report's test-view grid shows the views.
+    command = python_command("nerf_lab.train", *overrides, "callbacks.view_images=null", "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={run_dir}")
     part.run_step(name, command, limit_s)
     metrics = run_dir / "metrics.json"
     return json.loads(metrics.read_text()) if metrics.is_file() else None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 RECORD_FILES = ("curve.csv", "metrics.json", "error.txt", "train.log")
 HYDRA_FILES = ("config.yaml", "overrides.yaml")
+SHIP_LIMIT_BYTES = 15 * 2**20  # the device tool returns files of at most 16 MiB
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Part:
     started: float = field(default_factory=time.monotonic)
     runs: dict[str, Path] = field(default_factory=dict)  # record folder name → run folder
     steps: list[dict] = field(default_factory=list)
+    events_left_out: bool = False
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,12 @@ class Part:
         partial = self.ship_to / f".{self.name}.tgz.partial"
         with tarfile.open(partial, "w:gz") as archive:
             archive.add(self.out, arcname=self.out.name)
+        if partial.stat().st_size > SHIP_LIMIT_BYTES:  # the device returns no file over 16 MiB: the events go
+            with tarfile.open(partial, "w:gz") as archive:
+                archive.add(self.out, arcname=self.out.name, filter=lambda info: None if "/tensorboard" in info.name else info)
+            if not self.events_left_out:
+                self.events_left_out = True
+                self.note(f"- {self.name}.tgz: over {SHIP_LIMIT_BYTES >> 20} MiB with the TensorBoard events; packed without them")
         os.replace(partial, self.ship_to / f"{self.name}.tgz")
         for file, shipped in (("summary.md", "summary.md"), ("log.txt", "log.txt")):
             if (self.out / file).is_file():

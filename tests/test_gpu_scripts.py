@@ -131,3 +131,24 @@ def test_a_step_past_its_limit_is_stopped_and_what_it_wrote_comes_back(tmp_path)
     assert "white_pe: stopped at its limit" in (tmp_path / "OUT" / "study_summary.md").read_text()
     assert part.run_step("quick", [sys.executable, "-c", "pass"], limit_s=10) == "done"
     assert part.run_step("late", [sys.executable, "-c", "pass"], limit_s=0) == "skipped"
+
+
+def test_an_archive_too_large_to_return_is_packed_without_the_events(tmp_path, monkeypatch):
+    """The device returns no file over 16 MiB: an out folder whose archive would be larger is
+    packed without its TensorBoard events (and says so once), its other records kept."""
+    import gpu_steps
+
+    run = tmp_path / "work" / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "events.out.tfevents.1.host.1.0").write_bytes(os.urandom(4096))
+    (run / "curve.csv").write_text("step,wall_s,val_psnr,val_ssim\n5,1.0,10.0,0.3\n")
+    monkeypatch.setattr(gpu_steps, "SHIP_LIMIT_BYTES", 2048)
+    part = gpu_steps.Part("paper", tmp_path / "out", tmp_path / "work", budget_s=60, ship_to=tmp_path / "OUT")
+    part.runs["2_paper"] = run
+    part.ship()
+    part.ship()
+    with tarfile.open(tmp_path / "OUT" / "paper.tgz") as archive:
+        names = archive.getnames()
+    assert "out/2_paper/curve.csv" in names and not [name for name in names if "tensorboard" in name]
+    assert list((tmp_path / "out" / "2_paper" / "tensorboard").iterdir())  # still in the out folder itself
+    assert (tmp_path / "out" / "summary.md").read_text().count("packed without them") == 1
