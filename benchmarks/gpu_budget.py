@@ -126,9 +126,10 @@ def plan_run(
     )
 
 
-def faster_to_compile(available_s: float, eager: Measured, compiled: Measured | None) -> bool:
-    """Whether the compiled path trains more steps in `available_s` (its compilation paid for)
-    than the eager one; False when the compiled path was not measured."""
-    if compiled is None:
-        return False
-    return (available_s - compiled.startup_s - compiled.compile_s) * compiled.steps_per_s > (available_s - eager.startup_s) * eager.steps_per_s
+def best_plan(available_s: float, paths: dict[str, Measured | None], *args, **kwargs) -> tuple[str, RunBudget] | None:
+    """Of the measured `paths` (e.g. eager and compiled; None: not measured), the one whose
+    `plan_run(available_s, …)` trains the most steps, with its plan; None when none fits.
+    Compiling thus pays only when its faster steps make up for the compilation's seconds."""
+    plans = [(name, plan_run(available_s, measured, *args, **kwargs)) for name, measured in paths.items() if measured]
+    fitting = [(name, plan) for name, plan in plans if plan is not None]
+    return max(fitting, key=lambda item: item[1].max_steps) if fitting else None

@@ -8,11 +8,13 @@ compiled and with the occupancy grid (two passes) → 2_bench_{eager,compile,gri
 white-minimum study, experiment=original_800_pe_only (800 px, no centre crop, dense), γ(p) alone
 (3_white_pe/) then γ(p) + xyz (3_white_pe_raw/), one after the other with the same steps, each
 given half of what is left; 4. the report with its images → 3_white_report/, and the verdict.
-paper: 1. a bench of the path it trains (compiled) → 1_bench_<path>.json; 2. experiment=paper_lego
-for 4.5 minutes of training (less if the clock is short), then its test over the 25 test views
-→ 2_paper/; 3. its report → 3_paper_report/.
+paper: 1. nerf_lab.bench of experiment=paper_lego, eager and compiled → 1_bench_{eager,compile}.json;
+2. experiment=paper_lego for 4.5 minutes of training (less if the clock is short) on the path
+that trains more steps, then its test over the 25 test views → 2_paper/; 3. its report →
+3_paper_report/.
 
-Each training run's steps come from gpu_budget.plan_run on the measured speed. Every step runs
+Each training run's path (eager or compiled) and steps come from gpu_budget.best_plan on the
+measured speeds. Every step runs
 under a limit (the part's clock, or GPU_LIMIT_<STEP> seconds from the environment, e.g.
 GPU_LIMIT_WHITE_PE=40: a kill limit only, the plan stays the same): see gpu_steps.Part. The out
 folder gets summary.md, log.txt, steps.json, budget_<run>.json and the runs' records (no
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_budget import Measured, faster_to_compile, plan_run  # noqa: E402
+from gpu_budget import Measured, best_plan  # noqa: E402
 from gpu_steps import Part, python_command  # noqa: E402
 
 from nerf_lab.analysis.stats import WHITE_MINIMUM_MARGIN  # noqa: E402
@@ -97,6 +99,21 @@ def bench(part: Part, mode: dict, name: str, file: str, extra: list[str], own: f
     return Measured.from_bench(json_path, wall)
 
 
+def bench_paths(part: Part, mode: dict, prefix: str, number: int, compile_too: bool, keep_s: float) -> dict:
+    """Bench the eager path and, if `compile_too`, the compiled one (`<number>_bench_<path>.json`);
+    the compiled path's start-up beyond the eager one's is its compilation."""
+    limits = mode["limits"]
+    eager = bench(part, mode, f"{prefix}eager", f"{number}_bench_eager.json", [], limits["bench_eager"], keep_s)
+    if not compile_too:
+        return {"eager": eager}
+    compiled = bench(part, mode, f"{prefix}compile", f"{number}_bench_compile.json", ["compile=true"],
+                     limits["bench_compile"], keep_s)
+    if compiled and eager:
+        compile_s = max(0.0, compiled.startup_s - eager.startup_s)
+        compiled = Measured(compiled.steps_per_s, compiled.s_per_view, eager.startup_s, compile_s)
+    return {"eager": eager, "compile": compiled}
+
+
 def train_run(part: Part, name: str, run_dir: Path, overrides: list[str], limit_s: float) -> dict | None:
     part.runs[name] = run_dir
     # No view panels in TensorBoard: at 800 px their rendering and encoding is a test cost the
@@ -131,24 +148,17 @@ def study(part: Part, mode: dict, toy: bool) -> None:
     part.run_step("tests", pytest, limit(part, "tests", limits["tests"], keep_s), output=tests_txt)
     tail = tests_txt.read_text().strip().splitlines()[-1:] if tests_txt.is_file() else []
     part.note(f"- gpu tests: {' '.join(tail).strip('= ') or 'no result'}")
-    eager = bench(part, mode, "bench_eager", "2_bench_eager.json", [], limits["bench_eager"], keep_s)
-    compiled = bench(part, mode, "bench_compile", "2_bench_compile.json", ["compile=true"], limits["bench_compile"], keep_s)
-    if compiled and eager:  # the compilation's cost: the compiled bench's start-up beyond the eager one's
-        compile_s = max(0.0, compiled.startup_s - eager.startup_s)
-        compiled = Measured(compiled.steps_per_s, compiled.s_per_view, eager.startup_s, compile_s)
+    paths = bench_paths(part, mode, "bench_", 2, True, keep_s)
     bench(part, mode, "bench_grid", "2_bench_grid.json", mode["grid"], limits["bench_grid"], keep_s)
 
-    measured = eager or compiled
-    if measured is None:
-        part.note("- white-minimum study: not run (no training speed was measured, so no budget)")
-        return
     report_s = min(limits["white_report"], 0.15 * part.left_s())
     arm_s = (part.left_s() - report_s) / 2
-    use_compile = eager is not None and faster_to_compile(arm_s, eager, compiled)
-    plan = plan_run(arm_s, compiled if use_compile else measured, 1, mode["white_test_views"], mode["validations"])
-    if plan is None:
-        part.note(f"- white-minimum study: not run ({arm_s:.0f} s an arm leave no training time)")
+    chosen = best_plan(arm_s, paths, 1, mode["white_test_views"], mode["validations"])
+    if chosen is None:
+        part.note(f"- white-minimum study: not run (no speed measured, or {arm_s:.0f} s an arm leave no training time)")
         return
+    path, plan = chosen
+    use_compile = path == "compile"
     plan.write(part.out / "budget_white_arm.json")
     part.note(f"- white-minimum arms: {arm_s:.0f} s each → {plan.train_s:.0f} s training, {plan.max_steps} steps at "
               f"{plan.steps_per_s:.2f} steps/s ({'compiled' if use_compile else 'eager'}), "
@@ -181,21 +191,16 @@ def study(part: Part, mode: dict, toy: bool) -> None:
 
 def paper(part: Part, mode: dict, toy: bool) -> None:
     limits = mode["limits"]
-    compile_run = mode["paper_compile"] and os.environ.get("GPU_PAPER_COMPILE", "1") == "1"
-    variant = "compile" if compile_run else "eager"
-    measured = bench(part, mode, "paper_bench", f"1_bench_{variant}.json", ["compile=true"] if compile_run else [],
-                     limits["paper_bench"], keep_s=1.5 * mode["paper_train_s"])
-    if measured is None:
-        part.note("- paper recipe: not run (no training speed was measured, so no budget)")
-        return
+    paths = bench_paths(part, mode, "paper_bench_", 1, mode["paper_compile"], keep_s=1.4 * mode["paper_train_s"])
     report_s = min(limits["paper_report"], 0.1 * part.left_s())
-    # The bench's start-up includes its compilation when compiled: counted as start-up here.
-    # A 6 % margin (not 10 %): 4.5 minutes of training after a compiled bench fit 540 s only so.
-    plan = plan_run(part.left_s() - report_s, measured, 1, 25, mode["validations"],
-                    train_cap_s=mode["paper_train_s"], margin_fraction=mode["paper_margin"])
-    if plan is None:
-        part.note("- paper recipe: not run (no training time left)")
+    # A 6 % margin (not 10 %): after two benches, 4.5 minutes of compiled training fit 540 s only so.
+    chosen = best_plan(part.left_s() - report_s, paths, 1, 25, mode["validations"],
+                       train_cap_s=mode["paper_train_s"], margin_fraction=mode["paper_margin"])
+    if chosen is None:
+        part.note("- paper recipe: not run (no speed measured, or no training time left)")
         return
+    variant, plan = chosen
+    compile_run = variant == "compile"
     plan.write(part.out / "budget_paper.json")
     short = "" if plan.train_s >= mode["paper_train_s"] else " (less than the 4.5 minutes: the clock was short)"
     part.note(f"- paper recipe: {plan.train_s:.0f} s training{short}, {plan.max_steps} steps at "

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, requires_lego
 from user_commands import run_script
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from gpu_budget import Measured, faster_to_compile, plan_run  # noqa: E402
+from gpu_budget import Measured, best_plan, plan_run  # noqa: E402
 
 # The H200 of 2026-11-29 (../shared/gpu-runs/2026-11-29-h200): the eager bench.
 H200_EAGER = {"train_steps_per_s": 29.10, "render_s_per_view": 1.804, "timed_steps": 30, "compile": False}
@@ -61,12 +61,17 @@ def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin(
 
 
 def test_compiling_pays_only_when_the_run_is_long_enough():
-    eager, compiled = Measured(29.10, 1.8, 20.0), Measured(36.25, 1.75, 20.0, 40.0)
-    # Break-even: (T − 60) · 36.25 = (T − 20) · 29.10 → T = (60 · 36.25 − 20 · 29.10) / 7.15 ≈ 222.8 s.
-    break_even = (60 * 36.25 - 20 * 29.10) / (36.25 - 29.10)
-    assert not faster_to_compile(break_even - 1, eager, compiled)
-    assert faster_to_compile(break_even + 1, eager, compiled)
-    assert not faster_to_compile(1000.0, eager, None)
+    """best_plan takes the path that trains more steps: compiled only once its faster steps
+    make up for the 40 s of compilation. With views of 2 s (7 validations, 5 test views) and a
+    10 % margin, the compiled run trains 0.9 T − 60 − 24 s and the eager one 0.9 T − 20 − 24:
+    equal steps at T = (36.25 · 84 − 29.10 · 44) / (0.9 · 7.15) ≈ 274.2 s."""
+    paths = {"eager": Measured(29.10, 2.0, 20.0), "compile": Measured(36.25, 2.0, 20.0, 40.0)}
+    break_even = (36.25 * 84 - 29.10 * 44) / (0.9 * (36.25 - 29.10))
+    assert best_plan(break_even - 2, paths, 1, 5)[0] == "eager"
+    assert best_plan(break_even + 2, paths, 1, 5)[0] == "compile"
+    name, plan = best_plan(1000.0, {"eager": paths["eager"], "compile": None}, 1, 5)
+    assert name == "eager" and plan == plan_run(1000.0, paths["eager"], 1, 5)
+    assert best_plan(30.0, paths, 1, 5) is None  # no path fits
 
 
 @pytest.mark.slow
