@@ -80,7 +80,12 @@ class RunBudget:
         return f"00:{hours:02d}:{minutes:02d}:{seconds:02d}"
 
     def overrides(self) -> list[str]:
-        return [f"trainer.max_steps={self.max_steps}", f"trainer.val_check_interval={self.val_check_interval}", f"trainer.max_time={self.max_time}"]
+        """The run's `trainer.*` overrides."""
+        return [
+            f"trainer.max_steps={self.max_steps}",
+            f"trainer.val_check_interval={self.val_check_interval}",
+            f"trainer.max_time={self.max_time}",
+        ]
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps({**asdict(self), "max_time": self.max_time}, indent=2) + "\n")

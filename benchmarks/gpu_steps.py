@@ -63,7 +63,9 @@ class Part:
             summary.write(line + "\n")
         self.say(line)
 
-    def run_step(self, name: str, command: list[str], limit_s: float, output: Path | None = None, env: dict | None = None) -> str:
+    def run_step(
+        self, name: str, command: list[str], limit_s: float, output: Path | None = None, env: dict | None = None
+    ) -> str:
         """Run `command` for at most `limit_s` seconds (SIGTERM, then SIGKILL after the grace);
         its output goes to `output` (else the log). Returns and records its status: done,
         failed (exit N), stopped at its limit, or skipped."""
@@ -143,14 +145,19 @@ class Part:
             archive.add(self.out, arcname=self.out.name)
         if partial.stat().st_size > SHIP_LIMIT_BYTES:  # the device returns no file over 16 MiB: the events go
             with tarfile.open(partial, "w:gz") as archive:
-                archive.add(self.out, arcname=self.out.name, filter=lambda info: None if "/tensorboard" in info.name else info)
+                archive.add(self.out, arcname=self.out.name, filter=without_events)
             if not self.events_left_out:
                 self.events_left_out = True
-                self.note(f"- {self.name}.tgz: over {SHIP_LIMIT_BYTES >> 20} MiB with the TensorBoard events; packed without them")
+                self.note(f"- {self.name}.tgz: over {SHIP_LIMIT_BYTES >> 20} MiB with the TensorBoard events; "
+                          "packed without them")
         os.replace(partial, self.ship_to / f"{self.name}.tgz")
         for file, shipped in (("summary.md", "summary.md"), ("log.txt", "log.txt")):
             if (self.out / file).is_file():
                 shutil.copyfile(self.out / file, self.ship_to / f"{self.name}_{shipped}")
+
+
+def without_events(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "/tensorboard" in info.name else info
 
 
 def copy_records(run: Path, to: Path) -> None:
