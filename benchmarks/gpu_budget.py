@@ -102,7 +102,9 @@ def plan_run(
     margin_min_s: float = 5.0,
 ) -> RunBudget | None:
     """The run that fits `available_s` seconds (see the module's docstring), training at most
-    `train_cap_s`; None when no training time is left (fewer than `validations` steps)."""
+    `train_cap_s`; None when it leaves no training step. Validation every
+    `max(1, max_steps // validations)` steps: at most `validations` + 1 validations, as
+    budgeted."""
     validation_s = (validations + 1) * val_views * measured.s_per_view
     test_s = test_views * measured.s_per_view
     margin_s = max(margin_min_s, margin_fraction * available_s)
@@ -110,7 +112,7 @@ def plan_run(
     if train_cap_s is not None:
         train_s = min(train_s, train_cap_s)
     max_steps = math.floor(train_s * measured.steps_per_s) if train_s > 0 else 0
-    if max_steps < validations:
+    if max_steps < 1:
         return None
     # Lightning's clock starts with training (compilation and validations inside it); the test
     # and half the margin stay outside, so a slow run still tests before the kill.

@@ -56,6 +56,9 @@ def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin(
     # gpu_budget's docstring example: the H200's eager bench, an arm of 165 s.
     h200 = plan_run(165.0, Measured(29.10, 1.804, 23.0 - 30 / 29.10 - 1.804), val_views=1, test_views=5)
     assert (h200.max_steps, h200.val_check_interval) == (3104, 517)
+    # Fewer steps than validations: a validation every step, no more than budgeted.
+    few = plan_run(200.0, Measured(0.33, 2.0, 20.0), val_views=1, test_views=5, validations=20, train_cap_s=60)
+    assert (few.max_steps, few.val_check_interval) == (19, 1)
     # Too little time: no run, rather than a run that cannot test.
     assert plan_run(60.0, Measured(29.10, 1.804, 20.0, 40.0), 1, 25) is None
 
