@@ -19,7 +19,8 @@ under a limit (the part's clock, or GPU_LIMIT_<STEP> seconds from the environmen
 GPU_LIMIT_WHITE_PE=40: a kill limit only, the plan stays the same): see gpu_steps.Part. The out
 folder gets summary.md, log.txt, steps.json, budget_<run>.json and the runs' records (no
 checkpoints; those stay under --work). With $OUT set, it is packed there after every copy.
---toy: toy sizes and a CPU's times, to rehearse everything on a CPU.
+--toy: toy sizes and a CPU's times, to rehearse everything on a CPU. A given --out must be
+empty or new (exit status 2 otherwise); the default one gets a -<time> suffix if taken.
 """
 
 from __future__ import annotations
@@ -242,10 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     toy = args.toy or os.environ.get("GPU_TOY") == "1"
     mode = TOY if toy else GPU
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    out = (args.out or (ROOT / ("outputs/gpu_toy" if toy else "benchmarks/results/gpu") / args.part)).resolve()
+    out = (args.out or ROOT / ("outputs/gpu_toy" if toy else "benchmarks/results/gpu") / args.part).resolve()
     if out.exists() and any(out.iterdir()):
-        print(f"error: --out {out} already holds files: give a fresh folder", file=sys.stderr)
-        raise SystemExit(2)
+        if args.out:
+            print(f"error: --out {out} already holds files: give a fresh folder", file=sys.stderr)
+            raise SystemExit(2)
+        out = out.with_name(f"{out.name}-{stamp}")  # a rerun beside the first run's records
     ship_to = Path(os.environ["OUT"]).resolve() if os.environ.get("OUT") else None
     work = (args.work or ROOT / "outputs/gpu_runs" / f"{args.part}-{stamp}").resolve()
     os.chdir(ROOT)  # the steps name tests/ and conf/ from the repository root

@@ -160,3 +160,15 @@ def test_an_archive_too_large_to_return_is_packed_without_the_events(tmp_path, m
     assert "out/2_paper/curve.csv" in names and not [name for name in names if "tensorboard" in name]
     assert list((tmp_path / "out" / "2_paper" / "tensorboard").iterdir())  # still in the out folder itself
     assert (tmp_path / "out" / "summary.md").read_text().count("packed without them") == 1
+
+
+def test_a_given_out_folder_holding_files_is_refused_with_one_line(tmp_path, cache_dir):
+    from user_commands import one_line_error
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "summary.md").write_text("an earlier run's\n")
+    result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "study", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
+                        cwd=tmp_path, cache=cache_dir, env={"PYTHONPATH": str(REPO_ROOT / "src")}, timeout=120)
+    assert one_line_error(result) == f"error: --out {out} already holds files: give a fresh folder"
+    assert [path.name for path in out.iterdir()] == ["summary.md"] and not (tmp_path / "work").exists()
