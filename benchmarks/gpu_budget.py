@@ -100,17 +100,27 @@ def plan_run(
     train_cap_s: float | None = None,
     margin_fraction: float = 0.1,
     margin_min_s: float = 5.0,
+    max_val_interval: int | None = None,
 ) -> RunBudget | None:
     """The run that fits `available_s` seconds (see the module's docstring), training at most
     `train_cap_s`; None when it leaves no training step. Validation every
     `max(1, max_steps // validations)` steps: at most `validations` + 1 validations, as
-    budgeted."""
-    validation_s = (validations + 1) * val_views * measured.s_per_view
+    budgeted. With `max_val_interval` (a rehearsal that must validate often), at most that
+    many steps apart: when that gives more validations, their time V = (t · r / c + 1) · v · s
+    (t training seconds, r steps/s, c the interval, v views, s seconds a view) is taken from
+    the training time too: t = (A − v · s) / (1 + r · v · s / c), A what the rest leaves."""
+    view_s = val_views * measured.s_per_view  # one validation
     test_s = test_views * measured.s_per_view
     margin_s = max(margin_min_s, margin_fraction * available_s)
-    train_s = available_s - measured.startup_s - measured.compile_s - validation_s - test_s - margin_s
+    rest_s = available_s - measured.startup_s - measured.compile_s - test_s - margin_s
+    validation_s = (validations + 1) * view_s
+    train_s = rest_s - validation_s
     if train_cap_s is not None:
         train_s = min(train_s, train_cap_s)
+    if max_val_interval and train_s * measured.steps_per_s / validations > max_val_interval:
+        frequent_s = (rest_s - view_s) / (1 + measured.steps_per_s * view_s / max_val_interval)
+        train_s = min(train_s, frequent_s)
+        validation_s = (train_s * measured.steps_per_s / max_val_interval + 1) * view_s
     max_steps = math.floor(train_s * measured.steps_per_s) if train_s > 0 else 0
     if max_steps < 1:
         return None
@@ -127,7 +137,7 @@ def plan_run(
         train_s=round(train_s, 2),
         steps_per_s=measured.steps_per_s,
         max_steps=max_steps,
-        val_check_interval=max(1, max_steps // validations),
+        val_check_interval=max(1, min(max_steps // validations, max_val_interval or max_steps)),
         max_time_s=max_time_s,
         limit_s=math.floor(available_s),
     )

@@ -51,7 +51,7 @@ GPU = {
     "grid": ["sampling=occupancy", "sampling.n_f=128", "bench.warmup_steps=400", "bench.steps=40"],
     "limits": {"tests": 120, "bench_eager": 60, "bench_compile": 110, "bench_grid": 80,
                "white_report": 60, "paper_report": 30},
-    "arms_share": 0.55, "validations": 6, "white_test_views": 5,
+    "arms_share": 0.55, "validations": 6, "max_val_interval": None, "white_test_views": 5,
     "paper_train_s": 270, "paper_compile": True, "paper_margin": 0.06,
 }
 # A rehearsal on a CPU: toy sizes, a CPU's times; the paper part eager (compiling takes minutes).
@@ -64,7 +64,9 @@ TOY = {
              "bench.warmup_steps=12", "bench.steps=5"],
     "limits": {"tests": 200, "bench_eager": 300, "bench_compile": 400, "bench_grid": 300,
                "white_report": 300, "paper_report": 300},
-    "arms_share": 0.55, "validations": 20, "white_test_views": 2,
+    # A validation at least every 5 steps: a rehearsal cut at any time has a curve, however
+    # far the busy CPU's speed strays from what its bench measured.
+    "arms_share": 0.55, "validations": 20, "max_val_interval": 5, "white_test_views": 2,
     "paper_train_s": 60, "paper_compile": False, "paper_margin": 0.06,
 }
 
@@ -161,7 +163,8 @@ def study(part: Part, mode: dict, toy: bool) -> None:
 
     report_s = min(limits["white_report"], 0.15 * part.left_s())
     arm_s = (part.left_s() - report_s) / 2
-    chosen = best_plan(arm_s, paths, 1, mode["white_test_views"], mode["validations"])
+    chosen = best_plan(arm_s, paths, 1, mode["white_test_views"], mode["validations"],
+                       max_val_interval=mode["max_val_interval"])
     if chosen is None:
         part.note(f"- white-minimum study: not run (no speed measured, or {arm_s:.0f} s an arm leave no training time)")
         return
@@ -203,7 +206,8 @@ def paper(part: Part, mode: dict, toy: bool) -> None:
     report_s = min(limits["paper_report"], 0.1 * part.left_s())
     # A 6 % margin (not 10 %): after two benches, 4.5 minutes of compiled training fit 540 s only so.
     chosen = best_plan(part.left_s() - report_s, paths, 1, 25, mode["validations"],
-                       train_cap_s=mode["paper_train_s"], margin_fraction=mode["paper_margin"])
+                       train_cap_s=mode["paper_train_s"], margin_fraction=mode["paper_margin"],
+                       max_val_interval=mode["max_val_interval"])
     if chosen is None:
         part.note("- paper recipe: not run (no speed measured, or no training time left)")
         return

@@ -59,6 +59,12 @@ def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin(
     # Fewer steps than validations: a validation every step, no more than budgeted.
     few = plan_run(200.0, Measured(0.33, 2.0, 20.0), val_views=1, test_views=5, validations=20, train_cap_s=60)
     assert (few.max_steps, few.val_check_interval) == (19, 1)
+    # A validation at most 5 steps apart: their time comes out of the training's, in closed form.
+    often = plan_run(1000.0, Measured(3.0, 1.0, 20.0), val_views=1, test_views=2, validations=20, max_val_interval=5)
+    train_s = (1000.0 - 20.0 - 2.0 - 100.0 - 1.0) / (1 + 3.0 * 1.0 / 5)
+    assert often.train_s == pytest.approx(train_s, abs=0.01) and often.max_steps == math.floor(train_s * 3.0)
+    assert often.val_check_interval == 5
+    assert often.train_s + often.validation_s == pytest.approx(1000.0 - 20.0 - 2.0 - 100.0, abs=0.02)
     # Too little time: no run, rather than a run that cannot test.
     assert plan_run(60.0, Measured(29.10, 1.804, 20.0, 40.0), 1, 25) is None
 
@@ -81,14 +87,15 @@ def test_compiling_pays_only_when_the_run_is_long_enough():
 @requires_lego
 def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp_path, cache_dir):
     """`study --toy` on this CPU with the clock running out inside steps: the compiled and grid
-    benches after 1 s, the γ(p) arm after 45 s (mid-training), the γ(p) + xyz arm after 1 s.
+    benches after 1 s, the γ(p) arm after 90 s (mid-training: the part's 3000 s plan it for
+    over 1000 s, validating at least every 5 steps), the γ(p) + xyz arm after 1 s.
     The out folder, and the archive packed into $OUT, hold the tests' output, the eager bench's
     figures, the arms' budget and the cut arm's partial curve.csv and TensorBoard events;
     never a checkpoint."""
     out, ship = tmp_path / "study", tmp_path / "OUT"
     env = {"OUT": str(ship), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "GPU_BUDGET_S": "300", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_COMPILE": "1", "GPU_LIMIT_BENCH_GRID": "1",
-           "GPU_LIMIT_WHITE_PE": "45", "GPU_LIMIT_WHITE_PE_RAW": "1"}
+           "GPU_BUDGET_S": "3000", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_COMPILE": "1", "GPU_LIMIT_BENCH_GRID": "1",
+           "GPU_LIMIT_WHITE_PE": "90", "GPU_LIMIT_WHITE_PE_RAW": "1"}
     result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "study", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
                         cwd=tmp_path, cache=cache_dir, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
