@@ -1,5 +1,6 @@
 """Training end to end on the built-in scene: files, metrics, TensorBoard, resume."""
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -34,6 +35,15 @@ def test_a_short_run_writes_everything_a_researcher_looks_at(make_cfg):
     assert [event.step for event in logged.Scalars("val/psnr")] == [6, 12]
     assert logged.Scalars("val/psnr")[-1].value == pytest.approx(metrics["val/psnr"])
     assert {"val/view_0", "test/view_0", "test/view_1"} == set(logged.Tags()["images"])  # val_views=1, test_views=2
+
+    # curve.csv: the same validations, as they happened, in a file any tool reads.
+    with (run / "curve.csv").open() as file:
+        curve = list(csv.DictReader(file))
+    assert [int(row["step"]) for row in curve] == [6, 12]
+    for row, event in zip(curve, logged.Scalars("val/psnr")):
+        assert float(row["val_psnr"]) == pytest.approx(event.value, abs=1e-4)
+    assert float(curve[-1]["val_ssim"]) == pytest.approx(metrics["val/ssim"], abs=1e-5)
+    assert 0 < float(curve[0]["wall_s"]) < float(curve[1]["wall_s"]) <= metrics["wall_time_s"]
 
 
 def test_validation_runs_at_the_last_step_even_off_the_interval(make_cfg):

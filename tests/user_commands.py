@@ -16,6 +16,15 @@ def run_command(module: str, *arguments: str, cwd: Path, cache: Path, timeout: i
     )
 
 
+def run_script(script: Path, *arguments: str, cwd: Path, cache: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A script of the repository's (e.g. benchmarks/gpu_run.py) run as a user runs it, with
+    `env` added to the environment."""
+    full_env = {**os.environ, "NERF_LAB_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(script), *arguments], check=False, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     """The error line of a command refused with exit status 2 and no traceback."""
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,39 @@ class ValidateOnLastStep(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+
+
+class ValidationCurveCSV(pl.Callback):
+    """Append each validation to `path` (the run's `curve.csv`) as it ends, one row a
+    validation: `step` (updates done), `wall_s` (seconds since this process started fitting,
+    validation included), `val_psnr` (dB) and `val_ssim`, so a run stopped at any point has
+    written its curve so far in a file that any tool reads. A resumed run appends to the same
+    file (its `wall_s` starts again from 0). Sanity-check validations are not recorded."""
+
+    COLUMNS = ("step", "wall_s", "val_psnr", "val_ssim")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.started = time.perf_counter()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        value = lambda key: float(metrics[key]) if key in metrics else math.nan  # noqa: E731
+        row = [trainer.global_step, f"{time.perf_counter() - self.started:.2f}", f"{value('val/psnr'):.4f}", f"{value('val/ssim'):.5f}"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.is_file()
+        with self.path.open("a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(self.COLUMNS)
+            writer.writerow(row)
+            file.flush()
+            os.fsync(file.fileno())
 
 
 class TrainLearningRate(LearningRateMonitor):

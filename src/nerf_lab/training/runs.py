@@ -1,7 +1,7 @@
 """A run's files: how a run records that it finished or failed, and how sweeps are read back.
 
 A run folder holds `.hydra/` (the composed config and overrides), `tensorboard/`,
-`checkpoints/` and, once it completed, `metrics.json`; a run that failed has `error.txt`
+`checkpoints/`, `curve.csv` (a row a validation, as it ends) and, once it completed, `metrics.json`; a run that failed has `error.txt`
 instead. A folder with neither was killed (resume it from `checkpoints/last.ckpt`).
 """
 
