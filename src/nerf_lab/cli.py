@@ -19,7 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
 from nerf_lab.training.config import CONF_DIR
 from nerf_lab.training.hardware import share_cpu_threads
+from nerf_lab.training.hydra_callbacks import write_summary
 from nerf_lab.training.runs import record_failure
+from nerf_lab.training.stops import RunInterrupted
 from nerf_lab.training.tensorboard import swept_keys
 
 log = logging.getLogger("nerf_lab")
@@ -116,7 +118,10 @@ def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """Run a Hydra task and record its failure in the run folder (`error.txt`).
 
-    A single run ends on bad input with a one-line error and exit status 2. A job of a sweep
+    A single run ends on bad input with a one-line error and exit status 2. A run stopped by
+    SIGTERM or SIGINT (`RunInterrupted`) records where it stopped and how to resume it, and
+    exits 128 + the signal (143 for SIGTERM, 130 for SIGINT); in a sequential sweep the sweep
+    stops there, with its summary, and in a parallel sweep only that job stops. A job of a sweep
     that fails (bad value, diverged loss, a bug) is reported and returns None, so the other
     jobs still run; the sweep's summary lists it as failed and the sweep exits non-zero.
     """
@@ -127,6 +132,14 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
         log.info("job %s: %d CPU threads", hydra_config.job.num, share_cpu_threads(parallel_jobs))
     try:
         return task(cfg)
+    except RunInterrupted as stop:
+        line = record_failure(run_dir, stop)
+        print(f"stopped: {stop}", file=sys.stderr)
+        if hydra_config.mode == RunMode.MULTIRUN and parallel_jobs is not None and parallel_jobs != 1:
+            return None  # a parallel job: recorded; the sweep's other jobs go on
+        if hydra_config.mode == RunMode.MULTIRUN:
+            write_summary(Path(hydra_config.sweep.dir))
+        raise SystemExit(stop.exit_status) from None
     except Exception as error:
         line = record_failure(run_dir, error)
         if hydra_config.mode == RunMode.MULTIRUN:

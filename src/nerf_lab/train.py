@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import TrainingDiverged
@@ -29,7 +30,8 @@ from nerf_lab.training.callbacks import AtomicCheckpointIO
 from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
-from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
+from nerf_lab.training.runs import finish_record, start_record
+from nerf_lab.training.stops import RunInterrupted, command_overrides, interrupted, stop_signals
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
 
@@ -46,11 +48,26 @@ def _device_name(trainer: pl.Trainer) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
-    folder (`paths.output_dir`) and return the metrics."""
+    folder (`paths.output_dir`) and return the metrics.
+
+    A run resumed into its own folder starts by taking its old record out of the folder (a
+    stop or failure from now on is not beside a `metrics.json`) and ends with the old metrics
+    that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
+    way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.training.stops`)."""
     validate_config(cfg)
     if cfg.ckpt_path:
         check_resumable(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    with stop_signals() as stops:
+        try:
+            previous = start_record(output_dir)
+            return _train(cfg, output_dir, stops, previous)
+        except (SIGTERMException, RunInterrupted):
+            step = 0 if stops.trainer is None else stops.trainer.global_step
+            raise interrupted(stops, step, output_dir, command_overrides()) from None
+
+
+def _train(cfg: DictConfig, output_dir: Path, stops: Any, previous: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
@@ -77,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     describe_run(logger, cfg, precision=str(trainer.precision))
+    stops.trainer = trainer
 
     started = time.perf_counter()
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
@@ -95,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise TrainingDiverged(f"{', '.join(not_finite)}: expected finite metrics; the run failed (try a lower optim.lr, now {cfg.optim.lr})")
 
     steps = trainer.global_step - clock.first_step
+    metrics = {**previous, **metrics}
     metrics.update(
         {
             "steps": trainer.global_step,
@@ -109,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         log_run_figures(logger, metrics, step=trainer.global_step)
-        write_json_atomically(output_dir / METRICS_FILE, metrics)
+        finish_record(output_dir, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics
 

@@ -51,17 +51,22 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
-        jobs = read_sweep(sweep_dir)
-        table = sweep_table(jobs)
-        (sweep_dir / "summary.md").write_text(table + "\n")
-        write_json_atomically(
-            sweep_dir / "summary.json",
-            [{"job": job.path.name, "overrides": job.overrides, "status": job.status, "error": job.error, **job.metrics} for job in jobs],
-        )
-        print(f"\nsweep {sweep_dir}: {len(jobs)} jobs\n{table}")
-        failed = [job for job in jobs if job.status != "completed"]
-        if failed:
-            print(f"{len(failed)} of {len(jobs)} jobs did not complete: see error.txt in their folders", file=sys.stderr)
+        if sweep_dir.is_dir() and write_summary(sweep_dir):
             raise SystemExit(1)
+
+
+def write_summary(sweep_dir: Path) -> bool:
+    """Print the sweep's table and write `summary.md` and `summary.json`; True if any of its
+    jobs did not complete. (Also called by a sweep stopped by a signal, before it exits.)"""
+    jobs = read_sweep(sweep_dir)
+    table = sweep_table(jobs)
+    (sweep_dir / "summary.md").write_text(table + "\n")
+    write_json_atomically(
+        sweep_dir / "summary.json",
+        [{"job": job.path.name, "overrides": job.overrides, "status": job.status, "error": job.error, **job.metrics} for job in jobs],
+    )
+    print(f"\nsweep {sweep_dir}: {len(jobs)} jobs\n{table}")
+    failed = [job for job in jobs if job.status != "completed"]
+    if failed:
+        print(f"{len(failed)} of {len(jobs)} jobs did not complete: see error.txt in their folders", file=sys.stderr)
+    return bool(failed)
