@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
 from nerf_lab.training.config import CONF_DIR
 from nerf_lab.training.hardware import share_cpu_threads
+from nerf_lab.training.folders import fresh_dir
 from nerf_lab.training.hydra_callbacks import write_summary
 from nerf_lab.training.runs import record_failure
 from nerf_lab.training.stops import RunInterrupted
@@ -61,6 +62,8 @@ def swept_first(override_dirname: str, sweep_dir: str) -> str:
 # Registered on import: sweep workers (joblib, submitit) import this module to run the task,
 # and resolve the job's folder name there.
 OmegaConf.register_new_resolver("nerf_lab.job_dir_name", job_dir_name, replace=True)
+# A run's or sweep's default folder, claimed once (cached: every later read sees the same).
+OmegaConf.register_new_resolver("nerf_lab.fresh_dir", fresh_dir, replace=True, use_cache=True)
 
 
 def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:

@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nerf_lab.errors import NerfLabError, user_error_exit
+from nerf_lab.training.folders import check_run_folder, check_sweep_folder
 from nerf_lab.training.runs import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")
@@ -20,13 +21,27 @@ class CheckConfigBeforeRun(Callback):
     """Bad input ends a single run with one line naming the key or file, before the run folder
     exists and before any image is decoded: a bad value (`model.depth=0`, `optim.lr=inf`), a
     missing or malformed scene, or a checkpoint that is missing, unsafe, not ours or (to resume
-    from) of another model's shape."""
+    from) of another model's shape; and a run or sweep folder that already holds another run
+    (`nerf_lab.training.folders`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_before_run(config)
+            if config.get("task_name") in RUN_TASKS:
+                # After the checks: resolving a default hydra.run.dir claims (creates) it.
+                check_run_folder(config.hydra.run.dir, config.get("ckpt_path"))
         except NerfLabError as error:
             raise user_error_exit(error) from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_sweep_folder(config.hydra.sweep.dir)
+        except NerfLabError as error:
+            raise user_error_exit(error) from None
+
+
+# The commands whose folder holds a run's record (checkpoints, metrics.json): one run a folder.
+RUN_TASKS = ("train", "bench")
 
 
 def check_before_run(config: DictConfig) -> None:

@@ -166,7 +166,7 @@ def sweep_table(jobs: list[JobResult]) -> str:
             [
                 job.path.name.split("_", 1)[0],
                 job.name,
-                job.status if job.status not in ("failed", "interrupted") else f"{job.status}: {job.error}",
+                job.status if job.status not in ("failed", "interrupted") else f"{job.status}: {job.error.split('; resume with:')[0]}",
                 number(m.get("val/psnr_best")),
                 number(m.get("test/psnr")),
                 number(m.get("test/ssim"), 3),

@@ -1,0 +1,72 @@
+"""One folder, one run: default folder names claimed atomically, and a run refused in a folder
+that holds another run's files.
+
+Default folders (`conf/hydra/default.yaml`) are `${nerf_lab.fresh_dir:outputs/<date>/<time>}`:
+the resolver creates the folder with `mkdir` (which fails if it exists, atomically, also between
+processes) and takes `<time>_2`, `<time>_3`, … where it is taken, so two runs started in the
+same second get two folders. Hydra caches the value (`use_cache`), so each run resolves it once
+and a sweep's jobs (in this process or joblib's workers, which get the sweep's config with its
+cache) all see the sweep's one folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from nerf_lab.errors import ConfigError
+
+# What a run leaves in its folder (nerf_lab.training.runs): a folder with any of them holds a run.
+RUN_FILES = (".hydra", "checkpoints", "tensorboard", "metrics.json", "error.txt")
+# What a sweep leaves in its folder before any job runs.
+SWEEP_FILES = ("multirun.yaml", "summary.json", "summary.md")
+
+
+def fresh_dir(path: str) -> str:
+    """`path`, or `path_2`, `path_3`, …: the first of them that this call could create."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        candidate = base if number == 1 else base.with_name(f"{base.name}_{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise AssertionError("unreachable")
+
+
+def run_files(folder: Path) -> list[str]:
+    """The names in `folder` that a run (or a sweep) leaves there; [] for a new or empty folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(name for name in (*RUN_FILES, *SWEEP_FILES) if (folder / name).exists())
+
+
+def check_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
+    """`ConfigError` (one line) if `run_dir` holds another run's files. The one exception: the
+    run is resumed into its own folder, i.e. `ckpt_path` lies inside `run_dir`."""
+    folder = Path(run_dir)
+    found = run_files(folder)
+    if not found:
+        return
+    if ckpt_path and Path(ckpt_path).resolve().is_relative_to(folder.resolve()):
+        return
+    raise ConfigError(
+        f"hydra.run.dir={folder} already holds a run ({', '.join(found)}): expected a new or empty folder "
+        f"(leave hydra.run.dir out for a fresh one), or, to resume that run into it, ckpt_path={folder / 'checkpoints' / 'last.ckpt'}",
+        key="hydra.run.dir",
+    )
+
+
+def check_sweep_folder(sweep_dir: str | Path) -> None:
+    """`ConfigError` (one line) if `sweep_dir` holds another sweep's or run's files."""
+    folder = Path(sweep_dir)
+    found = run_files(folder) + sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if folder.is_dir() else []
+    if found:
+        shown = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+        raise ConfigError(
+            f"hydra.sweep.dir={folder} already holds a sweep ({shown}): expected a new or empty folder "
+            "(leave hydra.sweep.dir out for a fresh one)",
+            key="hydra.sweep.dir",
+        )
