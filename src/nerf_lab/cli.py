@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
+from nerf_lab.errors import ConfigError, NerfLabError, environment_fault, exit_on_user_error, user_error_exit
 from nerf_lab.training.config import CONF_DIR
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.training.folders import fresh_dir
@@ -144,7 +144,11 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             write_summary(Path(hydra_config.sweep.dir))
         raise SystemExit(stop.exit_status) from None
     except Exception as error:
-        line = record_failure(run_dir, error)
+        fault = environment_fault(error, where=str(run_dir))
+        # error.txt: the fault's one line first, then the original error's traceback.
+        line = record_failure(run_dir, error, line=None if fault is None else f"{type(fault).__name__}: {fault}")
+        if fault is not None:
+            error = fault
         if hydra_config.mode == RunMode.MULTIRUN:
             log.error("job %s failed: %s (details in %s)", hydra_config.job.num, line, run_dir / "error.txt")
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,15 @@ def read_cached_array(path: Path, views: int, width: int) -> np.ndarray | None:
 
 
 def remove_stale_partials(folder: Path, pattern: str = ".*.partial") -> None:
-    """Remove the `*.<pid>.partial` files of writes whose process is gone (killed while
-    writing); a partial of a process still running (a parallel sweep job) is left alone."""
+    """Remove the `*.<pid>.partial` files and folders of writes whose process is gone (killed
+    while writing); a partial of a process still running (a parallel sweep job) is left alone."""
     for partial in folder.glob(pattern):
         pid = partial.name.rsplit(".", 2)[-2]
         if not pid.isdigit() or not _process_alive(int(pid)):
-            partial.unlink(missing_ok=True)
+            if partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:

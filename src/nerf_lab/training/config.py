@@ -87,7 +87,8 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.grid.warmup_steps", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 (steps with every cell open)"),
     ("sampling.grid.min_occupied", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "a fraction in [0, 1) of cells"),
     ("data.scene_box", lambda v: v is None or _is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
-    ("data.resolution", lambda v: _is_int(v) and v >= 1, "a positive integer (image width in pixels)"),
+    # SSIM's Gaussian window (torchmetrics: 11 pixels, σ 1.5, as Wang et al. 2004) must fit in a view.
+    ("data.resolution", lambda v: _is_int(v) and v >= 11, "a positive integer of at least 11 (image width in pixels: SSIM's 11-pixel window must fit)"),
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
     ("data.near", lambda v: _is_number(v) and v >= 0, "a depth >= 0"),

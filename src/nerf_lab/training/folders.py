@@ -49,6 +49,7 @@ def check_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
     folder = Path(run_dir)
     found = run_files(folder)
     if not found:
+        _check_writable(folder)
         return
     if ckpt_path and Path(ckpt_path).resolve().is_relative_to(folder.resolve()):
         return
@@ -57,6 +58,15 @@ def check_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
         f"(leave hydra.run.dir out for a fresh one), or, to resume that run into it, ckpt_path={folder / 'checkpoints' / 'last.ckpt'}",
         key="hydra.run.dir",
     )
+
+
+def _check_writable(folder: Path) -> None:
+    """Make `folder` and write a small file in it: an OSError (read-only, forbidden, a file in
+    the way, no space) now, before the run, rather than from deep inside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".nerf_lab-write-check"
+    probe.write_bytes(b"ok")
+    probe.unlink()
 
 
 def check_sweep_folder(sweep_dir: str | Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nerf_lab.errors import NerfLabError, user_error_exit
+from nerf_lab.errors import NerfLabError, environment_fault, user_error_exit
 from nerf_lab.training.folders import check_run_folder, check_sweep_folder
 from nerf_lab.training.runs import read_sweep, sweep_table, write_json_atomically
 
@@ -32,12 +32,21 @@ class CheckConfigBeforeRun(Callback):
                 check_run_folder(config.hydra.run.dir, config.get("ckpt_path"))
         except NerfLabError as error:
             raise user_error_exit(error) from None
+        except Exception as error:  # a folder that cannot be made: a fault of the machine
+            raise _fault_exit(error) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_sweep_folder(config.hydra.sweep.dir)
         except NerfLabError as error:
             raise user_error_exit(error) from None
+        except Exception as error:
+            raise _fault_exit(error) from None
+
+
+def _fault_exit(error: Exception) -> BaseException:
+    fault = environment_fault(error)
+    return error if fault is None else user_error_exit(fault)
 
 
 # The commands whose folder holds a run's record (checkpoints, metrics.json): one run a folder.

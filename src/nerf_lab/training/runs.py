@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from nerf_lab.data.files import remove_stale_partials
+
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"
 # A resumed run's earlier metrics, kept aside while it runs (a stop or failure from then on
@@ -25,8 +27,10 @@ EARLIER_METRICS_FILE = ".metrics.json.before-resume"
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
+    """Write to `.<name>.<pid>.partial` and rename it into place: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    remove_stale_partials(path.parent)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
 
