@@ -64,8 +64,11 @@ def test_precrop_draws_from_the_centre_then_everywhere(train_split):
             assert pixel_offset.max() > 12
 
 
-def test_length_is_the_steps_left(train_split):
-    assert len(RandomRayBatches(train_split, 8, first_step=30, last_step=100)) == 70
+def test_length_is_the_whole_runs_and_a_resumed_stream_yields_the_steps_left(train_split):
+    """Lightning restores the batches done (30) and ends its one epoch at the length: the
+    length is the whole run's (100), the stream yields the 70 left."""
+    batches = RandomRayBatches(train_split, 8, first_step=30, last_step=100)
+    assert len(batches) == 100 and sum(1 for _ in batches) == 70
     with pytest.raises(TypeError):
         len(RandomRayBatches(train_split, 8))
 
