@@ -69,7 +69,9 @@ else
   # white-minimum study (two 1-minute arms side by side, their start, tests and report).
   R_BENCH=410 R_TRAIN=100 R_PAPER_REPORT=90
 fi
-RUNS=$OUT_DIR/runs  # run folders (checkpoints, TensorBoard): left out of the archive
+# Run folders (checkpoints, TensorBoard), left out of the archive: fresh ones each time the
+# script runs, since a run refuses a folder that holds another run.
+RUNS=$OUT_DIR/runs/$(date -u +%Y-%m-%d_%H-%M-%S)_$$
 mkdir -p "$OUT_DIR" "$RUNS"
 SUMMARY=$OUT_DIR/summary.md LOG=$OUT_DIR/log.txt
 exec > >(tee -a "$LOG") 2>&1
