@@ -89,7 +89,7 @@ def test_a_failing_resume_of_a_finished_run_leaves_the_failure_and_not_the_old_m
 
 
 def test_sigterm_at_step_30_saves_step_30_exits_143_and_resumes_to_the_uninterrupted_weights(tmp_path, cache_dir, tests_on_path):
-    steps = [*QUICK, "trainer.max_steps=40", "trainer.val_check_interval=20", "test=false"]
+    steps = [*QUICK, "trainer.max_steps=34", "trainer.val_check_interval=15", "test=false"]  # validations at 15 and 30
     stopped = run_command(
         "nerf_lab.train", *steps, "+callbacks.stop._target_=recording_callbacks.SignalAt", "+callbacks.stop.step=30",
         "hydra.run.dir=stopped", cwd=tmp_path, cache=cache_dir,
