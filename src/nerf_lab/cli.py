@@ -16,10 +16,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.errors import ConfigError, NerfLabError, environment_fault, exit_on_user_error, user_error_exit
+from nerf_lab.errors import (
+    ConfigError,
+    NerfLabError,
+    environment_fault,
+    exit_on_user_error,
+    user_error_exit,
+)
 from nerf_lab.training.config import CONF_DIR
-from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.training.folders import fresh_dir
+from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.training.hydra_callbacks import write_summary
 from nerf_lab.training.runs import record_failure
 from nerf_lab.training.stops import RunInterrupted
@@ -118,13 +124,20 @@ def hydra_command(hydra_main: Callable[[], Any]) -> Callable[[], None]:
     return command
 
 
+def _in_the_sweeps_process(hydra_config: Any) -> bool:
+    """Whether the sweep's jobs run one after another in the sweep's own process (Hydra's basic
+    launcher), where a stop ends the sweep; other launchers run each job in a process of its own."""
+    return "BasicLauncher" in str(hydra_config.launcher.get("_target_", ""))
+
+
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """Run a Hydra task and record its failure in the run folder (`error.txt`).
 
     A single run ends on bad input with a one-line error and exit status 2. A run stopped by
     SIGTERM or SIGINT (`RunInterrupted`) records where it stopped and how to resume it, and
     exits 128 + the signal (143 for SIGTERM, 130 for SIGINT); in a sequential sweep the sweep
-    stops there, with its summary, and in a parallel sweep only that job stops. A job of a sweep
+    stops there, with its summary; where each job has a process of its own (joblib, submitit)
+    only that job stops. A job of a sweep
     that fails (bad value, diverged loss, a bug) is reported and returns None, so the other
     jobs still run; the sweep's summary lists it as failed and the sweep exits non-zero.
     """
@@ -136,10 +149,10 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     try:
         return task(cfg)
     except RunInterrupted as stop:
-        line = record_failure(run_dir, stop)
+        record_failure(run_dir, stop)
         print(f"stopped: {stop}", file=sys.stderr)
-        if hydra_config.mode == RunMode.MULTIRUN and parallel_jobs is not None and parallel_jobs != 1:
-            return None  # a parallel job: recorded; the sweep's other jobs go on
+        if hydra_config.mode == RunMode.MULTIRUN and not _in_the_sweeps_process(hydra_config):
+            return None  # a job in a process of its own (joblib, submitit): recorded; the others go on
         if hydra_config.mode == RunMode.MULTIRUN:
             write_summary(Path(hydra_config.sweep.dir))
         raise SystemExit(stop.exit_status) from None

@@ -32,7 +32,7 @@ class CheckConfigBeforeRun(Callback):
                 check_run_folder(config.hydra.run.dir, config.get("ckpt_path"))
         except NerfLabError as error:
             raise user_error_exit(error) from None
-        except Exception as error:  # a folder that cannot be made: a fault of the machine
+        except Exception as error:  # noqa: BLE001 (a folder that cannot be made: a fault of the machine, else re-raised)
             raise _fault_exit(error) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -40,7 +40,7 @@ class CheckConfigBeforeRun(Callback):
             check_sweep_folder(config.hydra.sweep.dir)
         except NerfLabError as error:
             raise user_error_exit(error) from None
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (re-raised unless a fault of the machine)
             raise _fault_exit(error) from None
 
 

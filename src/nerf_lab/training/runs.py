@@ -106,8 +106,8 @@ def read_run(run_dir: Path) -> JobResult:
     try:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-            raise ValueError("expected a list of overrides")
-    except (OSError, ValueError, yaml.YAMLError) as error:
+            raise TypeError("expected a list of overrides")
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
         return JobResult(run_dir, [], "failed", error=_damaged(overrides_file, error))
     overrides = overrides or []
     if error_file.is_file():
@@ -122,8 +122,8 @@ def read_run(run_dir: Path) -> JobResult:
         try:
             metrics = json.loads(metrics_file.read_text())
             if not isinstance(metrics, dict):
-                raise ValueError("expected a JSON object")
-        except (OSError, ValueError) as error:
+                raise TypeError("expected a JSON object")
+        except (OSError, ValueError, TypeError) as error:
             return JobResult(run_dir, overrides, "failed", error=_damaged(metrics_file, error))
         return JobResult(run_dir, overrides, "completed", metrics)
     return JobResult(run_dir, overrides, "incomplete")
