@@ -173,3 +173,20 @@ def test_a_sweep_into_a_folder_that_holds_a_sweep_is_refused(tmp_path, cache_dir
     result = run_command("nerf_lab.train", "-m", *QUICK, "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir)
     assert "hydra.sweep.dir=sweep already holds a sweep (multirun.yaml)" in one_line_error(result)
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["multirun.yaml"]
+
+
+@pytest.mark.slow  # a sweep of two jobs through submitit
+@pytest.mark.parametrize("signal_name", ["SIGUSR2", pytest.param("SIGTERM", marks=pytest.mark.slow)])
+def test_a_submitit_job_sent_a_stop_is_recorded_interrupted_and_the_sweep_summarised(tmp_path, cache_dir, tests_on_path, signal_name):
+    """submitit ignores SIGTERM in its jobs and acts on SIGUSR2 (pre-emption's and time-out's
+    signal); while a run trains, nerf_lab's handler owns both, as SIGTERM in a run."""
+    result = run_command(
+        "nerf_lab.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *QUICK, "trainer.max_steps=6",
+        "test=false", "seed=0,1", "+callbacks.stop._target_=recording_callbacks.SignalAt", "+callbacks.stop.step=3",
+        f"+callbacks.stop.signal={signal_name}", "+callbacks.stop.job=1", "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    jobs = read_sweep(tmp_path / "sweep")
+    assert [job.status for job in jobs] == ["completed", "interrupted"]
+    assert f"interrupted by {signal_name} at step 3" in jobs[1].error
+    assert torch.load(jobs[1].path / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 3

@@ -16,8 +16,12 @@ Who owns which signal:
 * `CheckpointOnStop` (Lightning's `OnExceptionCheckpoint`, for stops only) writes `last.ckpt`
   when the loops raise `SIGTERMException`; `nerf_lab.train` turns the stop into `RunInterrupted`,
   which `nerf_lab.cli.run_task` records.
-* On SLURM, through the submitit launcher: submitit owns pre-emption's and time-out's signal
-  (SIGUSR2 by default, `SUBMITIT_PREEMPT_SIGNAL`) and ignores SIGTERM; see docs/records-runs.md.
+* In a job of the submitit launcher (SLURM, or `submitit_local`): submitit installs its
+  handlers when the job starts: it ignores SIGTERM, and on pre-emption's or time-out's signal
+  (SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` says otherwise) it would requeue the job with its
+  first arguments and exit mid-step. While a run trains, ours replace them: SIGTERM, SIGINT
+  and that signal stop the run as above, recorded as interrupted with the command that resumes
+  it; the job then ends (not requeued) and the sweep's summary lists it.
 * SIGKILL (`kill -9`, out of memory) cannot be caught: the run keeps the `last.ckpt` written
   last (every `callbacks.last_checkpoint.every_n_train_steps` steps, every
   `callbacks.timed_checkpoint.train_time_interval`, and at each validation).
@@ -25,6 +29,7 @@ Who owns which signal:
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -89,17 +94,27 @@ class StopSignals:
             raise RunInterrupted(signum, 0 if trainer is None else trainer.global_step, "")
 
 
+def _signals_to_handle() -> tuple[int, ...]:
+    """SIGTERM and SIGINT; in a submitit job (`SUBMITIT_EXECUTOR` set) also its pre-emption signal."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return STOP_SIGNALS
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    preempt = getattr(signal, name, None)
+    return STOP_SIGNALS if preempt is None or preempt in STOP_SIGNALS else (*STOP_SIGNALS, preempt)
+
+
 @contextmanager
 def stop_signals() -> Iterator[StopSignals]:
-    """Handle SIGTERM and SIGINT as stops while the block runs (main thread only: elsewhere
+    """Handle SIGTERM and SIGINT (and submitit's pre-emption signal) as stops while the block runs (main thread only: elsewhere
     Python cannot install handlers, and the process's owner handles them); the previous
     handlers come back after."""
     stops = StopSignals()
     if threading.current_thread() is not threading.main_thread():
         yield stops
         return
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
+    handled = _signals_to_handle()
+    previous = {signum: signal.getsignal(signum) for signum in handled}
+    for signum in handled:
         signal.signal(signum, stops.handle)
     try:
         yield stops
