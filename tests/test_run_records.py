@@ -190,3 +190,43 @@ def test_a_submitit_job_sent_a_stop_is_recorded_interrupted_and_the_sweep_summar
     assert [job.status for job in jobs] == ["completed", "interrupted"]
     assert f"interrupted by {signal_name} at step 3" in jobs[1].error
     assert torch.load(jobs[1].path / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+class _CrashAt:
+    """A run that dies at the start of step `step` (as a SIGKILL would: nothing more is written)."""
+
+    def __new__(cls, step: int):
+        import pytorch_lightning as pl
+
+        class CrashAt(pl.Callback):
+            def on_train_batch_start(self, trainer, *args) -> None:
+                if trainer.global_step == step:
+                    raise RuntimeError("the machine went away")
+
+        return CrashAt()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "saved_step"),
+    [
+        # the first validation (step 5) writes last.ckpt, long before every_n_train_steps
+        (["trainer.val_check_interval=5", "callbacks.last_checkpoint.every_n_train_steps=1000"], 5),
+        # the wall-clock interval (here 6 ms: every step) writes it with no validation at all
+        pytest.param(
+            ["trainer.val_check_interval=1000", "callbacks.last_checkpoint.every_n_train_steps=1000",
+             "callbacks.timed_checkpoint.train_time_interval.minutes=0.0001"], 7, marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_a_run_that_dies_resumes_from_the_first_validation_or_the_timed_checkpoint(make_cfg, overrides, saved_step):
+    from omegaconf import open_dict
+
+    from nerf_lab.train import train
+
+    cfg = make_cfg("trainer.max_steps=9", *overrides)
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": "test_run_records._CrashAt", "step": 7}
+    with pytest.raises(RuntimeError, match="the machine went away"):
+        train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == saved_step
