@@ -24,7 +24,7 @@ from nerf_lab.errors import (
     user_error_exit,
 )
 from nerf_lab.training.config import CONF_DIR
-from nerf_lab.training.folders import fresh_dir
+from nerf_lab.training.folders import fresh_dir, release_claims
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.training.hydra_callbacks import write_summary
 from nerf_lab.training.runs import record_failure
@@ -143,6 +143,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    release_claims(keep=run_dir)  # a sweep job's worker composed the config again: claims left empty
     parallel_jobs = hydra_config.launcher.get("n_jobs")  # the joblib launcher runs jobs side by side
     if hydra_config.mode == RunMode.MULTIRUN and parallel_jobs is not None and parallel_jobs != 1:
         log.info("job %s: %d CPU threads", hydra_config.job.num, share_cpu_threads(parallel_jobs))

@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nerf_lab.errors import NerfLabError, environment_fault, user_error_exit
-from nerf_lab.training.folders import check_run_folder, check_sweep_folder
+from nerf_lab.training.folders import check_run_folder, check_sweep_folder, release_claims
 from nerf_lab.training.runs import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")
@@ -25,23 +25,35 @@ class CheckConfigBeforeRun(Callback):
     (`nerf_lab.training.folders`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = None
         try:
             check_before_run(config)
             if config.get("task_name") in RUN_TASKS:
                 # After the checks: resolving a default hydra.run.dir claims (creates) it.
-                check_run_folder(config.hydra.run.dir, config.get("ckpt_path"))
+                run_dir = config.hydra.run.dir
+                check_run_folder(run_dir, config.get("ckpt_path"))
         except NerfLabError as error:
+            run_dir = None
             raise user_error_exit(error) from None
         except Exception as error:  # noqa: BLE001 (a folder that cannot be made: a fault of the machine, else re-raised)
+            run_dir = None
             raise _fault_exit(error) from None
+        finally:
+            release_claims(keep=run_dir)  # folders claimed while Hydra composed the config
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = None
         try:
-            check_sweep_folder(config.hydra.sweep.dir)
+            sweep_dir = config.hydra.sweep.dir
+            check_sweep_folder(sweep_dir)
         except NerfLabError as error:
+            sweep_dir = None
             raise user_error_exit(error) from None
         except Exception as error:  # noqa: BLE001 (re-raised unless a fault of the machine)
+            sweep_dir = None
             raise _fault_exit(error) from None
+        finally:
+            release_claims(keep=sweep_dir)
 
 
 def _fault_exit(error: Exception) -> BaseException:
