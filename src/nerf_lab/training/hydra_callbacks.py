@@ -87,6 +87,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        release_claims(keep=sweep_dir)  # Hydra's sweeper composed each job's config here too
         if sweep_dir.is_dir() and write_summary(sweep_dir):
             raise SystemExit(1)
 
