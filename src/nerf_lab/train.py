@@ -31,7 +31,13 @@ from nerf_lab.training.checkpoints import check_resumable
 from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import auto_precision, keep_freed_memory
 from nerf_lab.training.runs import finish_record, start_record
-from nerf_lab.training.stops import RunInterrupted, command_overrides, interrupted, stop_signals
+from nerf_lab.training.stops import (
+    RunInterrupted,
+    StopSignals,
+    command_overrides,
+    interrupted,
+    stop_signals,
+)
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
 
@@ -67,7 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise interrupted(stops, step, output_dir, command_overrides()) from None
 
 
-def _train(cfg: DictConfig, output_dir: Path, stops: Any, previous: dict[str, Any]) -> dict[str, Any]:
+def _train(cfg: DictConfig, output_dir: Path, stops: StopSignals, previous: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
