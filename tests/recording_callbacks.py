@@ -20,3 +20,23 @@ class RecordRays(pl.Callback):
             torch.save(batch["directions"].cpu(), self.folder / f"rays_rank{trainer.global_rank}.pt")
             record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "threads": torch.get_num_threads()}
             (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class SignalAt(pl.Callback):
+    """Sends this process `signal` (a name: SIGTERM, SIGINT, SIGKILL) once step `step` is done,
+    as a scheduler or a user would from outside; with `job`, only in that sweep job."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM", job: int | None = None) -> None:
+        self.step, self.signal, self.job = step, signal, job
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        import os
+        import signal
+
+        if self.job is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num != self.job:
+                return
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -64,8 +64,11 @@ def test_precrop_draws_from_the_centre_then_everywhere(train_split):
             assert pixel_offset.max() > 12
 
 
-def test_length_is_the_steps_left(train_split):
-    assert len(RandomRayBatches(train_split, 8, first_step=30, last_step=100)) == 70
+def test_length_is_the_whole_runs_and_a_resumed_stream_yields_the_steps_left(train_split):
+    """Lightning restores the batches done (30) and ends its one epoch at the length: the
+    length is the whole run's (100), the stream yields the 70 left."""
+    batches = RandomRayBatches(train_split, 8, first_step=30, last_step=100)
+    assert len(batches) == 100 and sum(1 for _ in batches) == 70
     with pytest.raises(TypeError):
         len(RandomRayBatches(train_split, 8))
 
@@ -99,5 +102,8 @@ def test_accumulated_steps_draw_fresh_batches_and_resume_where_they_stopped(cach
     datamodule.setup("fit")
     datamodule.trainer = SimpleNamespace(accumulate_grad_batches=2, global_step=3, max_steps=5, global_rank=0)
     batches = datamodule.train_dataloader().dataset
-    assert (batches.first_step, batches.last_step, len(batches)) == (6, 10, 4)
+    assert (batches.first_step, batches.last_step) == (6, 10)
+    # The epoch's length counts from batch 0: Lightning restores the 6 batches done and ends the
+    # epoch after the 4 this stream yields (a length of 4 ended it 6 batches early).
+    assert len(batches) == 10 and sum(1 for _ in batches) == 4
     assert batches.precrop_steps == 8  # 4 optimiser steps' worth of batches

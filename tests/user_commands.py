@@ -9,10 +9,21 @@ import sys
 from pathlib import Path
 
 
-def run_command(module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_command(
+    module: str, *arguments: str, cwd: Path, cache: Path, timeout: int = 600, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m module arguments` in `cwd`; `file_size_limit`: bytes a file may grow to, as
+    `ulimit -f` sets it (root is held to it too)."""
     env = {**os.environ, "NERF_LAB_CACHE": str(cache), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+
+    def limit_file_size() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     return subprocess.run(
-        [sys.executable, "-m", module, *arguments], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *arguments], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=limit_file_size if file_size_limit is not None else None,
     )
 
 

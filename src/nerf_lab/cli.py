@@ -16,11 +16,19 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.errors import ConfigError, NerfLabError, exit_on_user_error, user_error_exit
+from nerf_lab.errors import (
+    ConfigError,
+    NerfLabError,
+    environment_fault,
+    exit_on_user_error,
+    user_error_exit,
+)
 from nerf_lab.training.config import CONF_DIR
+from nerf_lab.training.folders import fresh_dir, release_claims
 from nerf_lab.training.hardware import share_cpu_threads
-from nerf_lab.training.hydra_callbacks import command_keys
+from nerf_lab.training.hydra_callbacks import command_keys, write_summary
 from nerf_lab.training.runs import record_failure
+from nerf_lab.training.stops import RunInterrupted
 from nerf_lab.training.tensorboard import swept_keys
 
 log = logging.getLogger("nerf_lab")
@@ -60,6 +68,8 @@ def swept_first(override_dirname: str, sweep_dir: str) -> str:
 # Registered on import: sweep workers (joblib, submitit) import this module to run the task,
 # and resolve the job's folder name there.
 OmegaConf.register_new_resolver("nerf_lab.job_dir_name", job_dir_name, replace=True)
+# A run's or sweep's default folder, claimed once (cached: every later read sees the same).
+OmegaConf.register_new_resolver("nerf_lab.fresh_dir", fresh_dir, replace=True, use_cache=True)
 
 
 def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:
@@ -156,22 +166,45 @@ def hydra_command(hydra_main: Callable[[], Any], own_keys_only: str | None = Non
     return command
 
 
+def _in_the_sweeps_process(hydra_config: Any) -> bool:
+    """Whether the sweep's jobs run one after another in the sweep's own process (Hydra's basic
+    launcher), where a stop ends the sweep; other launchers run each job in a process of its own."""
+    return "BasicLauncher" in str(hydra_config.launcher.get("_target_", ""))
+
+
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """Run a Hydra task and record its failure in the run folder (`error.txt`).
 
-    A single run ends on bad input with a one-line error and exit status 2. A job of a sweep
+    A single run ends on bad input with a one-line error and exit status 2. A run stopped by
+    SIGTERM or SIGINT (`RunInterrupted`) records where it stopped and how to resume it, and
+    exits 128 + the signal (143 for SIGTERM, 130 for SIGINT); in a sequential sweep the sweep
+    stops there, with its summary; where each job has a process of its own (joblib, submitit)
+    only that job stops. A job of a sweep
     that fails (bad value, diverged loss, a bug) is reported and returns None, so the other
     jobs still run; the sweep's summary lists it as failed and the sweep exits non-zero.
     """
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    release_claims(keep=run_dir)  # a sweep job's worker composed the config again: claims left empty
     parallel_jobs = hydra_config.launcher.get("n_jobs")  # the joblib launcher runs jobs side by side
     if hydra_config.mode == RunMode.MULTIRUN and parallel_jobs is not None and parallel_jobs != 1:
         log.info("job %s: %d CPU threads", hydra_config.job.num, share_cpu_threads(parallel_jobs))
     try:
         return task(cfg)
+    except RunInterrupted as stop:
+        record_failure(run_dir, stop)
+        print(f"stopped: {stop}", file=sys.stderr)
+        if hydra_config.mode == RunMode.MULTIRUN and not _in_the_sweeps_process(hydra_config):
+            return None  # a job in a process of its own (joblib, submitit): recorded; the others go on
+        if hydra_config.mode == RunMode.MULTIRUN:
+            write_summary(Path(hydra_config.sweep.dir))
+        raise SystemExit(stop.exit_status) from None
     except Exception as error:
-        line = record_failure(run_dir, error)
+        fault = environment_fault(error, where=str(run_dir))
+        # error.txt: the fault's one line first, then the original error's traceback.
+        line = record_failure(run_dir, error, line=None if fault is None else f"{type(fault).__name__}: {fault}")
+        if fault is not None:
+            error = fault
         if hydra_config.mode == RunMode.MULTIRUN:
             log.error("job %s failed: %s (details in %s)", hydra_config.job.num, line, run_dir / "error.txt")
             return None

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nerf_lab.analysis.report import build_report
-from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError
+from nerf_lab.errors import USAGE_ERROR_EXIT_CODE, NerfLabError, environment_fault
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,9 +26,17 @@ def main(argv: list[str] | None = None) -> None:
         if not args.sweep_dir.is_dir():
             raise NerfLabError(f"sweep folder {args.sweep_dir} does not exist")
         out_dir = args.out or args.sweep_dir / "report"
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NerfLabError(f"--out {out_dir} is a file: expected a folder for the report (it is made if missing)")
         summary = build_report(args.sweep_dir, out_dir, args.title, render=not args.no_render, orbit=not args.no_orbit)
     except NerfLabError as error:
         print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
+    except OSError as error:
+        fault = environment_fault(error, where=str(args.out or args.sweep_dir))
+        if fault is None:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR_EXIT_CODE) from None
     print((out_dir / "report.md").read_text())
     print(f"report in {out_dir} ({', '.join(['report.md', 'report.json', *summary['figures']])})")

@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
@@ -31,7 +32,14 @@ from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, v
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.training.resume import ScheduleFromConfig
 from nerf_lab.training.run_config import CHOICES_KEY, run_choices
-from nerf_lab.training.runs import METRICS_FILE, write_json_atomically
+from nerf_lab.training.runs import finish_record, start_record
+from nerf_lab.training.stops import (
+    RunInterrupted,
+    StopSignals,
+    command_overrides,
+    interrupted,
+    stop_signals,
+)
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
 from nerf_lab.training.timing import TrainingClock
 
@@ -48,11 +56,26 @@ def _device_name(trainer: pl.Trainer) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one NeRF as `cfg` says; write `metrics.json` into the run
-    folder (`paths.output_dir`) and return the metrics."""
+    folder (`paths.output_dir`) and return the metrics.
+
+    A run resumed into its own folder starts by taking its old record out of the folder (a
+    stop or failure from now on is not beside a `metrics.json`) and ends with the old metrics
+    that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
+    way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.training.stops`)."""
     validate_config(cfg)
     resume_changes = check_resumable(cfg) if cfg.ckpt_path else []
     start_step = int(read_checkpoint(cfg.ckpt_path).get("global_step", 0)) if cfg.ckpt_path else 0
     output_dir = Path(cfg.paths.output_dir)
+    with stop_signals() as stops:
+        try:
+            previous = start_record(output_dir)
+            return _train(cfg, output_dir, stops, previous)
+        except (SIGTERMException, RunInterrupted):
+            step = 0 if stops.trainer is None else stops.trainer.global_step
+            raise interrupted(stops, step, output_dir, command_overrides()) from None
+
+
+def _train(cfg: DictConfig, output_dir: Path, stops: StopSignals, previous: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
@@ -83,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     describe_run(logger, cfg, precision=str(trainer.precision))
+    stops.trainer = trainer
 
     started = time.perf_counter()
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
@@ -113,6 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise TrainingDiverged(f"{', '.join(not_finite)}: expected finite metrics; the run failed (try a lower optim.lr, now {cfg.optim.lr})")
 
     steps = trainer.global_step - clock.first_step
+    metrics = {**previous, **metrics}
     metrics.update(
         {
             "steps": trainer.global_step,
@@ -128,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         log_run_figures(logger, metrics, step=trainer.global_step)
-        write_json_atomically(output_dir / METRICS_FILE, metrics)
+        finish_record(output_dir, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics
 

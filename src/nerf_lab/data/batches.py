@@ -54,9 +54,14 @@ class RandomRayBatches(IterableDataset):
         self.last_step = last_step
 
     def __len__(self) -> int:
+        """The batches of the whole run, counted from step 0, although a resumed stream yields
+        only those from `first_step` on: Lightning restores how many batches of its one epoch
+        were done and ends the epoch at this length. (Counting from `first_step` ended the
+        resumed epoch `first_step` batches early, and the next epoch replayed this stream's
+        batches from `first_step`: the runs parted there.)"""
         if self.last_step is None:
             raise TypeError("an endless stream of batches has no length")
-        return max(0, self.last_step - self.first_step)
+        return self.last_step
 
     def __iter__(self) -> Iterator[Batch]:
         generator = torch.Generator(device=self.split.images.device)

@@ -32,6 +32,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from nerf_lab.data.files import remove_stale_partials
 from nerf_lab.errors import DataError
 
 # Bump when the scene's content changes, so cached renders are regenerated.
@@ -315,6 +316,8 @@ def ensure_builtin_scene(cache_dir: str | Path, resolution: int) -> Path:
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise DataError(f"data.resolution must be a positive integer, got {resolution!r}")
     folder = builtin_scene_dir(cache_dir, resolution)
+    if folder.parent.is_dir():
+        remove_stale_partials(folder.parent)  # the folders of renders killed before they finished
     if (folder / "transforms_test.json").is_file():
         return folder
     partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,15 @@ def read_cached_array(path: Path, views: int, width: int) -> np.ndarray | None:
 
 
 def remove_stale_partials(folder: Path, pattern: str = ".*.partial") -> None:
-    """Remove the `*.<pid>.partial` files of writes whose process is gone (killed while
-    writing); a partial of a process still running (a parallel sweep job) is left alone."""
+    """Remove the `*.<pid>.partial` files and folders of writes whose process is gone (killed
+    while writing); a partial of a process still running (a parallel sweep job) is left alone."""
     for partial in folder.glob(pattern):
         pid = partial.name.rsplit(".", 2)[-2]
         if not pid.isdigit() or not _process_alive(int(pid)):
-            partial.unlink(missing_ok=True)
+            if partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:
@@ -54,6 +58,23 @@ def save_array_atomically(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as file:
-        np.save(file, array)
+    try:
+        with open(partial, "wb") as file:
+            np.save(file, array)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno is None:  # numpy's short write ("N requested and M written") names no cause
+            raise short_write(path, array.nbytes) from error
+        raise
     os.replace(partial, path)  # readers see the whole array or none of it
+
+
+def short_write(path: Path, size: int) -> OSError:
+    """The OSError, with its errno, of a write of `size` bytes to `path` that wrote less: EFBIG
+    where the process's file-size limit (`ulimit -f`) is below `size`, else ENOSPC."""
+    import errno
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    code = errno.EFBIG if limit != resource.RLIM_INFINITY and limit < size else errno.ENOSPC
+    return OSError(code, os.strerror(code), str(path))

@@ -100,5 +100,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(path.parent)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        super().save_checkpoint(checkpoint, partial, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, partial, storage_options)
+        except OSError as error:  # name the file (Lightning's write through fsspec names none)
+            partial.unlink(missing_ok=True)
+            if error.filename is None and error.errno is not None:
+                raise OSError(error.errno, error.strerror, str(path)) from error
+            raise
         os.replace(partial, path)

@@ -70,7 +70,8 @@ def _is_transform(value: Any) -> bool:
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
     ("data.scene_box", lambda v: v is None or _is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
-    ("data.resolution", lambda v: _is_int(v) and v >= 1, "a positive integer (image width in pixels)"),
+    # SSIM's Gaussian window (torchmetrics: 11 pixels, σ 1.5, as Wang et al. 2004) must fit in a view.
+    ("data.resolution", lambda v: _is_int(v) and v >= 11, "a positive integer of at least 11 (image width in pixels: SSIM's 11-pixel window must fit)"),
     ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
     ("data.white_background", lambda v: isinstance(v, bool), "true or false"),

@@ -1,8 +1,10 @@
 """A run's files: how a run records that it finished or failed, and how sweeps are read back.
 
-A run folder holds `.hydra/` (the composed config and overrides), `tensorboard/`,
-`checkpoints/`, `curve.csv` (a row a validation, as it ends) and, once it completed, `metrics.json`; a run that failed has `error.txt`
-instead. A folder with neither was killed (resume it from `checkpoints/last.ckpt`).
+A run folder holds one run: `.hydra/` (the composed config and overrides), `tensorboard/`,
+`checkpoints/`, `curve.csv` (a row a validation, as it ends) and, once it completed,
+`metrics.json`; a run that failed or was stopped has `error.txt` instead (never both), its
+first line the reason. A folder with neither was killed with SIGKILL or is still running
+(resume it from `checkpoints/last.ckpt`).
 """
 
 from __future__ import annotations
@@ -16,23 +18,68 @@ from typing import Any
 
 import yaml
 
+from nerf_lab.data.files import remove_stale_partials
+
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"
+# A resumed run's earlier metrics, kept aside while it runs (a stop or failure from then on
+# is not recorded beside a metrics.json), merged into its new metrics.json at the end.
+EARLIER_METRICS_FILE = ".metrics.json.before-resume"
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
+    """Write to `.<name>.<pid>.partial` and rename it into place: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    remove_stale_partials(path.parent)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
 
 
-def record_failure(run_dir: Path, error: BaseException) -> str:
-    """Write `error.txt` (the one-line reason, then the traceback); return the one line."""
-    line = f"{type(error).__name__}: {error}".splitlines()[0]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    (run_dir / ERROR_FILE).write_text(f"{line}\n\n{details}")
+def start_record(run_dir: Path) -> dict[str, Any]:
+    """Before a run trains in `run_dir`: set aside the record of the run it resumes there
+    (`metrics.json`, moved to `EARLIER_METRICS_FILE`; an `error.txt` removed) and return that
+    run's metrics ({} for a fresh folder)."""
+    earlier = run_dir / EARLIER_METRICS_FILE
+    metrics_file = run_dir / METRICS_FILE
+    if metrics_file.is_file():
+        os.replace(metrics_file, earlier)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        metrics = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def finish_record(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """The run completed: write `metrics.json`; the record set aside by `start_record` goes."""
+    write_json_atomically(run_dir / METRICS_FILE, metrics)
+    (run_dir / EARLIER_METRICS_FILE).unlink(missing_ok=True)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
+def record_failure(run_dir: Path, error: BaseException, line: str | None = None) -> str:
+    """Write `error.txt`: the one-line reason first, written and flushed on its own (a few
+    hundred bytes, so that it lands even where the disk is all but full), then the traceback
+    where there is room. A `metrics.json` in the folder (a finished run resumed there) goes:
+    the folder's record is the failure. Returns the one line. Never raises OSError: where even
+    the line cannot be written, the caller still has it to print."""
+    line = line or f"{type(error).__name__}: {error}".splitlines()[0]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        with open(run_dir / ERROR_FILE, "w") as file:
+            file.write(f"{line}\n")
+            file.flush()
+            details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            try:
+                file.write(f"\n{details}")
+                file.flush()
+            except OSError:
+                pass
+    except OSError:
+        pass
     return line
 
 
@@ -42,7 +89,7 @@ class JobResult:
 
     path: Path
     overrides: list[str]
-    status: str  # completed | failed | incomplete
+    status: str  # completed | failed | interrupted | incomplete
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -52,14 +99,44 @@ class JobResult:
 
 
 def read_run(run_dir: Path) -> JobResult:
+    """A run as its folder records it. A damaged record (an `overrides.yaml` or `metrics.json`
+    that does not parse, an empty `error.txt`) is a failed job whose error names the file and
+    what is wrong with it."""
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     metrics_file, error_file = run_dir / METRICS_FILE, run_dir / ERROR_FILE
-    if metrics_file.is_file():
-        return JobResult(run_dir, overrides or [], "completed", json.loads(metrics_file.read_text()))
+    try:
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+            raise TypeError("expected a list of overrides")
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
+        return JobResult(run_dir, [], "failed", error=_damaged(overrides_file, error))
+    overrides = overrides or []
     if error_file.is_file():
-        return JobResult(run_dir, overrides or [], "failed", error=error_file.read_text().splitlines()[0])
-    return JobResult(run_dir, overrides or [], "incomplete")
+        try:
+            lines = error_file.read_text(errors="replace").splitlines()
+        except OSError as error:
+            return JobResult(run_dir, overrides, "failed", error=_damaged(error_file, error))
+        reason = lines[0] if lines and lines[0].strip() else f"{error_file} is empty: the run failed without a recorded reason (a full disk?)"
+        status = "interrupted" if reason.startswith(f"{INTERRUPTED}:") else "failed"
+        return JobResult(run_dir, overrides, status, error=reason)
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text())
+            if not isinstance(metrics, dict):
+                raise TypeError("expected a JSON object")
+        except (OSError, ValueError, TypeError) as error:
+            return JobResult(run_dir, overrides, "failed", error=_damaged(metrics_file, error))
+        return JobResult(run_dir, overrides, "completed", metrics)
+    return JobResult(run_dir, overrides, "incomplete")
+
+
+# The first word of a stopped run's error.txt (the exception's name, as record_failure writes it).
+INTERRUPTED = "RunInterrupted"
+
+
+def _damaged(path: Path, error: BaseException) -> str:
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    return f"{path} is damaged ({reason})"
 
 
 def read_sweep(sweep_dir: Path) -> list[JobResult]:
@@ -94,7 +171,7 @@ def sweep_table(jobs: list[JobResult]) -> str:
             [
                 job.path.name.split("_", 1)[0],
                 job.name,
-                job.status if job.status != "failed" else f"failed: {job.error}",
+                job.status if job.status not in ("failed", "interrupted") else f"{job.status}: {job.error.split('; resume with:')[0]}",
                 number(m.get("val/psnr_best")),
                 number(m.get("test/psnr")),
                 number(m.get("test/ssim"), 3),

@@ -129,8 +129,10 @@ def _hydra_context(cfg: DictConfig) -> tuple[dict[str, Any], list[str], list[str
     hydra_cfg = HydraConfig.get()
     choices = dict(hydra_cfg.runtime.choices)
     overrides = list(hydra_cfg.overrides.task)
-    sweep_file = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
-    if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN" and sweep_file.is_file():
+    multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+    # (hydra.sweep.dir read only in a sweep: reading a default one claims a folder for it.)
+    sweep_file = Path(hydra_cfg.sweep.dir) / "multirun.yaml" if multirun else None
+    if sweep_file is not None and sweep_file.is_file():
         varied = swept_keys(list(OmegaConf.load(sweep_file).hydra.overrides.task))
         where = f"{Path(hydra_cfg.sweep.dir).name}/{hydra_cfg.job.num}"
     else:

@@ -1,0 +1,151 @@
+"""Stops: a run told to stop (SIGTERM, SIGINT) ends after the step under way with `last.ckpt`
+at that step, the reason in `error.txt`, and exit status 128 + the signal's number.
+
+Who owns which signal:
+
+* SIGTERM (a scheduler's stop, `timeout`, `kill`): Lightning owns it while `Trainer.fit` and
+  `Trainer.test` run. Its `_SignalConnector` sets `trainer.received_sigterm`, and the loops raise
+  `SIGTERMException` at the end of the batch under way (the step is whole: its optimiser step,
+  schedule step and, at a validation step, its validation are done). Its handler also calls the
+  handler that was there before it, ours, which only notes which signal came.
+* SIGINT (Ctrl+C): Lightning has no handler of its own for it (Python raises KeyboardInterrupt
+  wherever the program is, mid-step), so ours sets the same flag and Lightning stops the same
+  way, at the end of the step. A second Ctrl+C raises KeyboardInterrupt at once.
+* Outside the Trainer's loops (loading the scene, between fit and test), our handler raises
+  `RunInterrupted` at once: there is no step to finish.
+* `CheckpointOnStop` (Lightning's `OnExceptionCheckpoint`, for stops only) writes `last.ckpt`
+  when the loops raise `SIGTERMException`; `nerf_lab.train` turns the stop into `RunInterrupted`,
+  which `nerf_lab.cli.run_task` records.
+* In a job of the submitit launcher (SLURM, or `submitit_local`): submitit installs its
+  handlers when the job starts: it ignores SIGTERM, and on pre-emption's or time-out's signal
+  (SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` says otherwise) it would requeue the job with its
+  first arguments and exit mid-step. While a run trains, ours replace them: SIGTERM, SIGINT
+  and that signal stop the run as above, recorded as interrupted with the command that resumes
+  it; the job then ends (not requeued) and the sweep's summary lists it.
+* SIGKILL (`kill -9`, out of memory) cannot be caught: the run keeps the `last.ckpt` written
+  last (every `callbacks.last_checkpoint.every_n_train_steps` steps, every
+  `callbacks.timed_checkpoint.train_time_interval`, and at each validation).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerStatus
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunInterrupted(Exception):
+    """A run stopped by a signal: recorded in `error.txt`, the process exits 128 + `signum`."""
+
+    def __init__(self, signum: int, step: int, resume: str) -> None:
+        self.signum, self.step, self.resume = signum, step, resume
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; resume with: {resume}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # as shells report a process ended by a signal
+
+
+class CheckpointOnStop(pl.Callback):
+    """`last.ckpt` at the step reached when the loops raise `SIGTERMException` (after SIGTERM or
+    SIGINT), as Lightning's `OnExceptionCheckpoint` writes it, but for stops only (a run that
+    failed, e.g. with a diverged loss, keeps the `last.ckpt` written before) and without that
+    callback's other effect: with it, `Trainer.fit(ckpt_path=None)` resumes from the newest
+    `last.ckpt` it finds, where a run must resume only when asked."""
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: resumable
+
+
+class StopSignals:
+    """Notes the first stop signal; see the module's docstring for who acts on it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.trainer: pl.Trainer | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        elif signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl+C twice: stop now
+        trainer = self.trainer
+        if trainer is not None and trainer.state.status == TrainerStatus.RUNNING:
+            # The flag Lightning's own SIGTERM handler sets: the loops stop after this batch.
+            trainer._signal_connector.received_sigterm = True
+        elif first:
+            raise RunInterrupted(signum, 0 if trainer is None else trainer.global_step, "")
+
+
+def _signals_to_handle() -> tuple[int, ...]:
+    """SIGTERM and SIGINT; in a submitit job (`SUBMITIT_EXECUTOR` set) also its pre-emption signal."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return STOP_SIGNALS
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    preempt = getattr(signal, name, None)
+    return STOP_SIGNALS if preempt is None or preempt in STOP_SIGNALS else (*STOP_SIGNALS, preempt)
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopSignals]:
+    """Handle SIGTERM and SIGINT (and submitit's pre-emption signal) as stops while the block runs (main thread only: elsewhere
+    Python cannot install handlers, and the process's owner handles them); the previous
+    handlers come back after."""
+    stops = StopSignals()
+    if threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
+    handled = _signals_to_handle()
+    previous = {signum: signal.getsignal(signum) for signum in handled}
+    for signum in handled:
+        signal.signal(signum, stops.handle)
+    try:
+        yield stops
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def resume_command(run_dir: Path, overrides: list[str]) -> str:
+    """The command that resumes the run in `run_dir` into its own folder: its overrides, less
+    any `ckpt_path` and `hydra.run.dir`, then those two naming the run's `last.ckpt` and folder."""
+    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") in ("ckpt_path", "hydra.run.dir")]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    words = ["python", "-m", "nerf_lab.train", *kept, f"ckpt_path={last}", f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def interrupted(stops: StopSignals, step: int, run_dir: Path, overrides: list[str]) -> RunInterrupted:
+    """The `RunInterrupted` for a run stopped by a signal (SIGTERM where no handler of ours
+    noted one: another handler of the process set Lightning's flag), with the command that
+    resumes it, or what to do where it has no `last.ckpt` yet."""
+    signum = stops.signum if stops.signum is not None else signal.SIGTERM
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return RunInterrupted(signum, step, resume_command(run_dir.resolve(), overrides))
+    return RunInterrupted(signum, step, "nothing (no checkpoint yet): run the command again")
+
+
+def command_overrides() -> list[str]:
+    """The overrides the command was given (Hydra's record; for a sweep job, the job's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return [argument for argument in sys.argv[1:] if "=" in argument and not argument.startswith("-")]
