@@ -9,7 +9,6 @@ import math
 import os
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 

@@ -69,13 +69,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with stop_signals() as stops:
         try:
             previous = start_record(output_dir)
-            return _train(cfg, output_dir, stops, previous)
+            return _train(cfg, output_dir, stops, previous, resume_changes, start_step)
         except (SIGTERMException, RunInterrupted):
             step = 0 if stops.trainer is None else stops.trainer.global_step
             raise interrupted(stops, step, output_dir, command_overrides()) from None
 
 
-def _train(cfg: DictConfig, output_dir: Path, stops: StopSignals, previous: dict[str, Any]) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig, output_dir: Path, stops: StopSignals, previous: dict[str, Any], resume_changes: list[str], start_step: int
+) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
