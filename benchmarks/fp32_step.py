@@ -66,7 +66,7 @@ def reference_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: di
 def nerf_lab_model() -> nn.Module:
     from hydra import compose, initialize_config_dir
 
-    from nerf_lab.training.config import CONF_DIR, build_module
+    from nerf_lab.records.config import CONF_DIR, build_module
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_lego"])
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also nerf_lab's step with its fields compiled (compile=true)")
     args = parser.parse_args()
     from nerf_lab.training.hardware import keep_freed_memory
-    from nerf_lab.training.timing import matmul_throughput
+    from nerf_lab.analysis.benchmarking import matmul_throughput
 
     keep_freed_memory()  # as nerf_lab's commands do; the reference gets the same allocator
     torch.manual_seed(0)

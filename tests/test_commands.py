@@ -12,7 +12,7 @@ from user_commands import run_command
 
 from helpers import slow_after_first
 
-from nerf_lab.training.panels import LABEL_HEIGHT
+from nerf_lab.visuals.panels import LABEL_HEIGHT
 
 
 def test_train_command_writes_a_complete_run(trained_run):

@@ -20,15 +20,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "nerf_lab"
 # modules are always allowed.
 NERF = ("torch", "jaxtyping")
 DATA = (*NERF, "numpy", "imageio", "PIL", "pytorch_lightning", "nerf_lab.nerf", "nerf_lab.errors")
+VISUALS = (*NERF, "numpy", "matplotlib", "PIL", "nerf_lab.nerf")
 TRAINING = (
-    *DATA, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "tensorboard", "matplotlib", "nerf_lab.data",
+    *DATA, *VISUALS, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "tensorboard", "nerf_lab.data",
+    "nerf_lab.visuals",
 )
-ANALYSIS = (*TRAINING, "scipy", "imageio_ffmpeg", "nerf_lab.training")
+RECORDS = (*TRAINING, "submitit", "nerf_lab.training")
+ANALYSIS = (*RECORDS, "scipy", "imageio_ffmpeg", "nerf_lab.records")
 COMMANDS = (*ANALYSIS, "nerf_lab")
 ALLOWED = {
     "nerf_lab.nerf": NERF,
     "nerf_lab.data": DATA,
-    "nerf_lab.training": TRAINING,
+    "nerf_lab.visuals": VISUALS,
+    "nerf_lab.training": TRAINING,  # the Lightning loop: the module, callbacks, schedules, logger
+    "nerf_lab.records": RECORDS,  # a run's record: config checks and builds, checkpoints, folders, stops
     "nerf_lab.analysis": ANALYSIS,
     "nerf_lab": COMMANDS,  # the commands, cli.py and errors.py at the top
 }

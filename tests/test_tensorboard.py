@@ -21,7 +21,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from user_commands import run_command
 
 from nerf_lab.train import train
-from nerf_lab.training.panels import LABEL_HEIGHT, MIN_TILE, view_panel
+from nerf_lab.visuals.panels import LABEL_HEIGHT, MIN_TILE, view_panel
 from nerf_lab.training.tensorboard import METRICS, swept_keys, trial_name
 
 METRIC_TAGS = {tag for tag, _ in METRICS}

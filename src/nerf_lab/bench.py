@@ -20,11 +20,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.training.checkpoints import load_initial_weights
-from nerf_lab.training.config import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.records.checkpoints import load_initial_weights
+from nerf_lab.records.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
-from nerf_lab.training.runs import format_table, write_json_atomically
-from nerf_lab.training.timing import (
+from nerf_lab.records.runs import format_table, write_json_atomically
+from nerf_lab.analysis.benchmarking import (
     FieldEvalMeter,
     ProfileSteps,
     StepTimer,

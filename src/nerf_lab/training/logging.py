@@ -7,7 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from nerf_lab.nerf.metrics import image_psnr
-from nerf_lab.training.panels import view_panel
+from nerf_lab.visuals.panels import view_panel
 
 
 class LogViewImages(pl.Callback):

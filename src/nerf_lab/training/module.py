@@ -37,15 +37,27 @@ def full_precision(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+# Where the occupancy grid's state sits in a checkpoint, and where it sat before the grid moved
+# into its sampler (issue 17).
+GRID_PREFIX = "model.sampler.grid."
+OLD_GRID_PREFIX = "model.occupancy."
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights under today's names (the grid's moved into the sampler)."""
+    return {GRID_PREFIX + name.removeprefix(OLD_GRID_PREFIX) if name.startswith(OLD_GRID_PREFIX) else name: value
+            for name, value in state.items()}
+
+
 class NeRFLitModule(pl.LightningModule):
     """Trains the `NeRFModel` it is given, with the optimizer and schedule it is given.
 
     `optimizer` is called with the model's parameters (a `_partial_` optimizer from config),
     `scheduler` with that optimizer and the trainer's `max_steps` (`optim.scheduler`: the
     exponential decay from `optim.lr` to `optim.lr_final`). Both are built from the run's config
-    by `nerf_lab.training.config.build_module`, which also hands over the whole run `config`:
+    by `nerf_lab.records.config.build_module`, which also hands over the whole run `config`:
     kept in the hyper-parameters, so that a checkpoint alone rebuilds the module
-    (`nerf_lab.training.checkpoints.load_trained`). The module reads no config itself: steps and
+    (`nerf_lab.records.checkpoints.load_trained`). The module reads no config itself: steps and
     the logging interval come from its trainer.
 
     Loss: MSE of the fine pass's colour, plus the coarse pass's when there is a fine pass (the
@@ -169,8 +181,6 @@ class NeRFLitModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from nerf_lab.training.checkpoints import upgrade_state_dict  # resuming a checkpoint of before issue 17
-
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
         states = checkpoint.get("rng_states")
         if states is not None:

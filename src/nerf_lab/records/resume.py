@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.training.run_config import flatten
+from nerf_lab.records.run_config import flatten
 
 log = logging.getLogger("nerf_lab")
 
@@ -48,19 +48,25 @@ def changeable(key: str) -> bool:
     return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in CHANGEABLE)
 
 
-def _resolved(cfg: DictConfig) -> dict[str, Any]:
-    """`cfg` as plain values, Hydra's own node left out; a key that cannot be resolved yet
-    (the run folder before it exists) is kept as its text."""
+def _resolved(cfg: DictConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`cfg` as plain values, Hydra's own node left out (a key that cannot be resolved yet, the
+    run folder before it exists, is kept as its text); and the prefixes of its derived wiring:
+    the LightningModule's node and references to whole nodes (`model.position_encoding:
+    ${encoding.position}`), whose sources are compared in their own places."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
     out: dict[str, Any] = {}
+    derived: list[str] = ["module."]
     for key, raw in flatten(plain):
         try:
             value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
         except OmegaConfBaseException:
             value = raw
-        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    return out
+        if isinstance(value, DictConfig):
+            derived.append(key + ".")
+        else:
+            out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out, tuple(derived)
 
 
 def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[str]:
@@ -74,8 +80,9 @@ def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[st
             f"expected trainer.max_steps > {step} (or nerf_lab.eval ckpt_path=… to score the checkpoint)",
             key="trainer.max_steps",
         )
-    stored = dict(flatten(checkpoint["hyper_parameters"]["config"]))
-    new = _resolved(cfg)
+    new, derived = _resolved(cfg)
+    stored = {key: value for key, value in flatten(checkpoint["hyper_parameters"]["config"]) if not key.startswith(derived)}
+    new = {key: value for key, value in new.items() if not key.startswith(derived)}
     changed = [key for key in sorted(stored.keys() | new.keys()) if stored.get(key, "absent") != new.get(key, "absent")]
     refused = [key for key in changed if not changeable(key)]
     if refused:

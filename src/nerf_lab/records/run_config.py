@@ -69,7 +69,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    from nerf_lab.training.config import CONF_DIR
+    from nerf_lab.records.config import CONF_DIR
 
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
@@ -94,7 +94,7 @@ def run_choices(cfg: DictConfig | None = None) -> dict[str, str]:
 
 
 def options(group: str) -> list[str]:
-    from nerf_lab.training.config import CONF_DIR
+    from nerf_lab.records.config import CONF_DIR
 
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
@@ -139,7 +139,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: st
     """Today's training config for the run `checkpoint` (read by `read_checkpoint`) recorded,
     with its stored values overlaid as data and checked; `ConfigError` naming `key`, the file
     and the key path where the stored tree does not fit."""
-    from nerf_lab.training.config import validate_config
+    from nerf_lab.records.config import validate_config
 
     where = f"{key}={path}"
     hyper = checkpoint.get("hyper_parameters", {})

@@ -22,9 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.data.blender import check_images, read_split_index
 from nerf_lab.errors import ConfigError, DataError
-from nerf_lab.training.config import build_datamodule, build_module
-from nerf_lab.training.module import NeRFLitModule
-from nerf_lab.training.run_config import config_from_checkpoint
+from nerf_lab.records.config import build_datamodule, build_module
+from nerf_lab.training.module import GRID_PREFIX, NeRFLitModule, upgrade_state_dict
+from nerf_lab.records.run_config import config_from_checkpoint
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -81,8 +81,8 @@ def check_resumable(cfg: DictConfig) -> list[str]:
     """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint whose tensors fit
     the model this config builds, its run and this config differ only in keys that may change
     mid-run, and `trainer.max_steps` leaves steps to train (checked before the run folder is
-    made; see `nerf_lab.training.resume`). Returns the changed keys that apply."""
-    from nerf_lab.training.resume import check_resume_changes
+    made; see `nerf_lab.records.resume`). Returns the changed keys that apply."""
+    from nerf_lab.records.resume import check_resume_changes
 
     checkpoint = read_checkpoint(cfg.ckpt_path)
     changes = check_resume_changes(cfg, checkpoint)
@@ -245,15 +245,3 @@ def load_initial_weights(module: NeRFLitModule, path: str, key: str) -> None:
         raise ConfigError(f"{key}={path}: its model does not match this config's (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if grid is not None:
         grid.open_until.zero_()
-
-
-# Where the occupancy grid's state sits in a checkpoint, and where it sat before the grid moved
-# into its sampler (issue 17).
-GRID_PREFIX = "model.sampler.grid."
-OLD_GRID_PREFIX = "model.occupancy."
-
-
-def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights under today's names (the grid's moved into the sampler)."""
-    return {GRID_PREFIX + name.removeprefix(OLD_GRID_PREFIX) if name.startswith(OLD_GRID_PREFIX) else name: value
-            for name, value in state.items()}

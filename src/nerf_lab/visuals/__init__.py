@@ -1,0 +1,2 @@
+"""Pictures of what a NeRF renders: labelled view panels, depth colour maps (numpy and
+matplotlib only)."""
