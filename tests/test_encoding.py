@@ -38,5 +38,5 @@ def test_zero_frequencies_with_raw_input_is_the_identity():
 
 
 def test_an_empty_encoding_is_refused():
-    with pytest.raises(ValueError, match="outputs nothing"):
+    with pytest.raises(ValueError, match="n_freqs=0 without the raw input encodes nothing"):
         PositionalEncoding(0, include_input=False)

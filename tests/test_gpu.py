@@ -223,7 +223,7 @@ def test_an_800px_view_renders_in_bounded_gpu_memory():
     far below what rendering the 640,000 rays at once would take."""
     model = paper_model().to("cuda")
     rays = view_rays(800, "cuda")
-    chunk = render_chunk(torch.device("cuda"), 64 + 128, 256, 63)
+    chunk = render_chunk(torch.device("cuda"), (64 + 128) * 4 * (63 + 4 * 256))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
@@ -239,28 +239,32 @@ def test_an_800px_view_renders_in_bounded_gpu_memory():
     print(f"800 × 800 view: chunks of {chunk} rays, {grown / 2**30:.2f} GiB at the peak")
 
 
+# The paper's fine pass: 192 points a ray of 4 · (63 + 4 · 256) bytes (NeRFModel.activation_bytes_per_ray).
+PAPER_FINE_RAY_BYTES = 192 * 4 * (63 + 4 * 256)
+
+
 def test_render_chunk_follows_free_memory(monkeypatch):
     """`sampling.chunk=null`: 8192 rays on a CPU; on a GPU the largest power of two whose
     activations, at 4 · (input + 4 · width) bytes a point, fit in half the memory left (free,
     plus what the allocator holds unused), within [1024, 65536]. The docstring's example: the
     paper's fine pass on an H100 with 78 GB free renders 32,768 rays a chunk."""
-    assert render_chunk(torch.device("cpu"), 192, 256, 63) == 8192
+    assert render_chunk(torch.device("cpu"), PAPER_FINE_RAY_BYTES) == 8192
     free = {"bytes": 78 * 10**9}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 10**9))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     cuda = torch.device("cuda")
-    assert render_chunk(cuda, 192, 256, 63) == 32768  # 0.5 · 78e9 / 834,816 B = 46,716 rays fit
+    assert render_chunk(cuda, PAPER_FINE_RAY_BYTES) == 32768  # 0.5 · 78e9 / 834,816 B = 46,716 rays fit
     free["bytes"] = 20 * 10**9  # 11,978 fit
-    assert render_chunk(cuda, 192, 256, 63) == 8192
+    assert render_chunk(cuda, PAPER_FINE_RAY_BYTES) == 8192
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 30 * 10**9)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 10**9)  # 28 GB held unused
-    assert render_chunk(cuda, 192, 256, 63) == 16384  # 0.5 · 48e9 / 834,816 = 28,749
-    free["bytes"], small = 10**12, render_chunk(cuda, 8, 16, 3)
+    assert render_chunk(cuda, PAPER_FINE_RAY_BYTES) == 16384  # 0.5 · 48e9 / 834,816 = 28,749
+    free["bytes"], small = 10**12, render_chunk(cuda, 8 * 4 * (3 + 4 * 16))
     assert small == 65536  # the cap, however much would fit
     free["bytes"] = 10**6
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    assert render_chunk(cuda, 192, 256, 63) == 1024  # the floor
+    assert render_chunk(cuda, PAPER_FINE_RAY_BYTES) == 1024  # the floor
 
 
 def test_a_module_with_chunk_null_renders_in_the_devices_chunks(make_cfg):

@@ -222,3 +222,16 @@ def test_early_termination_skips_the_samples_behind_the_surface_and_changes_the_
     bound = 0.6 if n_fine == 0 else 0.8
     assert fewer_points < bound * all_points
     assert float(stopped["field_evals_per_ray"]) < bound * float(full["field_evals_per_ray"])
+
+
+def test_the_render_chunk_estimate_of_the_paper_model_is_its_fine_pass():
+    """What `sampling.chunk=null` sizes chunks by (hardware.render_chunk): the largest pass's
+    points a ray (64 + 128) at 4 · (63 + 4 · 256) bytes a point, the encoded input and four
+    activations of the widest layer in float32; and the FLOPs of a ray are the two fields'."""
+    def paper_field():
+        return NeRFField(PositionalEncoding(10), PositionalEncoding(4, include_input=False), depth=8, width=256, skips=(4,))
+
+    model = renderer(paper_field(), paper_field(), 64, 128, 2.0, 6.0)
+    assert model.activation_bytes_per_ray() == 192 * 4 * (63 + 4 * 256) == 834_816
+    per_point = model.coarse_field.training_flops_per_point()
+    assert model.training_flops_per_ray() == 64 * per_point + 192 * per_point

@@ -151,7 +151,7 @@ def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}
     trained = load_trained(_save(checkpoint, tmp_path))
     assert trained.module.model.occupancy is not None
-    assert trained.module.model.occupancy.occupied.shape == (8, 8, 8)
+    assert trained.module.model.sampler.grid.occupied.shape == (8, 8, 8)
 
 
 def _with(checkpoint: dict, edit) -> dict:
@@ -170,7 +170,7 @@ def _grid_checkpoint(tmp_path: Path) -> dict:
     return {"state_dict": module.state_dict(), "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}
 
 
-GRID = "model.occupancy"
+GRID = "model.sampler.grid"
 TAMPERED = [
     ("chunk", lambda c: c["hyper_parameters"]["config"]["sampling"].update(chunk=0), "sampling.chunk=0 is not allowed"),
     ("unknown key", lambda c: c["hyper_parameters"]["config"]["model"].update(dropout=0.5), "model.dropout, a key today's config does not have"),
@@ -219,7 +219,7 @@ def test_a_grid_the_run_left_loads(tmp_path):
     state = checkpoint["state_dict"]
     state[f"{GRID}.density"][:2] = 50.0  # a refreshed grid: occupied exactly where dense
     state[f"{GRID}.occupied"].copy_(state[f"{GRID}.density"] > 1.0)
-    assert load_trained(_save(checkpoint, tmp_path)).module.model.occupancy.occupied_fraction() == 0.25
+    assert load_trained(_save(checkpoint, tmp_path)).module.model.sampler.grid.occupied_fraction() == 0.25
 
 
 def test_tensors_larger_than_the_model_are_refused_before_they_are_read(trained_run, tmp_path):
