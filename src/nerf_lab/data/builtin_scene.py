@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from nerf_lab.data.files import remove_stale_partials
+from nerf_lab.data.files import remove_stale_partials, written_atomically
 from nerf_lab.errors import DataError
 
 # Bump when the scene's content changes, so cached renders are regenerated.
@@ -320,12 +319,10 @@ def ensure_builtin_scene(cache_dir: str | Path, resolution: int) -> Path:
         remove_stale_partials(folder.parent)  # the folders of renders killed before they finished
     if (folder / "transforms_test.json").is_file():
         return folder
-    partial = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    write_scene(partial, resolution)
     try:
-        os.replace(partial, folder)
-    except OSError:  # another process finished first; its scene is identical
-        shutil.rmtree(partial, ignore_errors=True)
+        with written_atomically(folder) as partial:
+            write_scene(partial, resolution)
+    except OSError:  # another process finished first (its scene is identical), or a fault
+        if not (folder / "transforms_test.json").is_file():
+            raise
     return folder

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,19 +56,41 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def save_array_atomically(path: Path, array: np.ndarray) -> None:
+@contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """The one way nerf_lab writes a file or folder that readers must see whole or not at all:
+    the block writes to the yielded `.<name>.<pid>.partial` beside `path`, which is renamed onto
+    `path` when the block ends, and removed when it raises. Partials that killed writers left
+    in the folder are removed first (`remove_stale_partials`). Used for cached arrays, JSON
+    records, checkpoints and the built-in scene's folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    _remove(partial)
     try:
-        with open(partial, "wb") as file:
+        yield partial
+    except BaseException:
+        _remove(partial)
+        raise
+    os.replace(partial, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def save_array_atomically(path: Path, array: np.ndarray) -> None:
+    """`array` as `path` (.npy), whole or not at all."""
+    try:
+        with written_atomically(path) as partial, open(partial, "wb") as file:
             np.save(file, array)
     except OSError as error:
-        partial.unlink(missing_ok=True)
         if error.errno is None:  # numpy's short write ("N requested and M written") names no cause
             raise short_write(path, array.nbytes) from error
         raise
-    os.replace(partial, path)  # readers see the whole array or none of it
 
 
 def short_write(path: Path, size: int) -> OSError:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from nerf_lab.data.files import remove_stale_partials
+from nerf_lab.data.files import written_atomically
 
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"
@@ -28,12 +28,9 @@ EARLIER_METRICS_FILE = ".metrics.json.before-resume"
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    """Write to `.<name>.<pid>.partial` and rename it into place: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(path.parent)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    """`data` as JSON in `path`, whole or not at all (`written_atomically`)."""
+    with written_atomically(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def start_record(run_dir: Path) -> dict[str, Any]:

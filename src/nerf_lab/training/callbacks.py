@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 
-from nerf_lab.data.files import remove_stale_partials
+from nerf_lab.data.files import written_atomically
 
 
 class ValidateOnLastStep(pl.Callback):
@@ -97,14 +97,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(path.parent)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            super().save_checkpoint(checkpoint, partial, storage_options)
+            with written_atomically(path) as partial:
+                super().save_checkpoint(checkpoint, partial, storage_options)
         except OSError as error:  # name the file (Lightning's write through fsspec names none)
-            partial.unlink(missing_ok=True)
             if error.filename is None and error.errno is not None:
                 raise OSError(error.errno, error.strerror, str(path)) from error
             raise
-        os.replace(partial, path)
