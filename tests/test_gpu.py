@@ -165,6 +165,45 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
 
 @pytest.mark.gpu
 @requires_cuda
+@pytest.mark.parametrize("sampling", [["sampling=coarse"], ["sampling=hierarchical", "sampling.n_f=16"]], ids=["one pass", "two passes"])
+def test_a_training_step_waits_for_the_gpu_nowhere(make_cfg, sampling):
+    """No host–device synchronisation in the training step (issue 18): steps 3 to 8 of the real
+    loop (Lightning, the module, Adam and its schedule, rays drawn on the GPU), away from the
+    logging interval and the progress bar, run under `torch.cuda.set_sync_debug_mode("error")`,
+    which raises at any operation that waits for the GPU (an `.item()`, a `bool()` of a device
+    tensor, a `nonzero`). The dense samplers only: the occupancy grid's gather sizes its batch
+    on the host, once a step, by design."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from nerf_lab.records.config import build_datamodule, build_module
+
+    cfg = make_cfg("trainer.accelerator=gpu", "trainer.max_steps=10", *sampling, "trainer.log_every_n_steps=1000",
+                   "trainer.precision=bf16-mixed")
+    checked: list[int] = []
+
+    class SyncDebug(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if 3 <= trainer.global_step < 9:
+                torch.cuda.set_sync_debug_mode("error")
+                checked.append(trainer.global_step)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            torch.cuda.set_sync_debug_mode("default")
+
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=[SyncDebug()], limit_val_batches=0, enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    try:
+        trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert checked == [3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.gpu
+@requires_cuda
 def test_a_compiled_training_step_gives_the_eager_loss():
     """Three Adam steps of the paper's two-pass model (4 × 128 here: a shorter compilation) on
     4096 rays of a view, under bf16 autocast as training runs on a GPU, with the same
