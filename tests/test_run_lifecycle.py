@@ -225,7 +225,7 @@ def test_a_run_that_dies_resumes_from_the_first_validation_or_the_timed_checkpoi
 
     cfg = make_cfg("trainer.max_steps=9", *overrides)
     with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": "test_run_records._CrashAt", "step": 7}
+        cfg.callbacks.crash = {"_target_": "test_run_lifecycle._CrashAt", "step": 7}
     with pytest.raises(RuntimeError, match="the machine went away"):
         train(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

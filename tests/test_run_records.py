@@ -150,7 +150,7 @@ def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
     module = build_module(cfg)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}
     trained = load_trained(_save(checkpoint, tmp_path))
-    assert trained.module.model.occupancy is not None
+    assert trained.module.model.sampler.grid is not None
     assert trained.module.model.sampler.grid.occupied.shape == (8, 8, 8)
 
 

@@ -58,6 +58,8 @@ def added_key_error(cfg: DictConfig, overrides: list[str]) -> str | None:
             continue  # ++ on a key the config already had: an ordinary override
         if isinstance(parent, DictConfig) and takes_key(parent, name):
             continue
+        if _new_callback(key, overrides):
+            continue
         written = override.input_line or f"+{key}"
         where = parent_key or "the config's top level"
         for child_name in (parent.keys() if isinstance(parent, DictConfig) else []):
@@ -73,6 +75,16 @@ def added_key_error(cfg: DictConfig, overrides: list[str]) -> str | None:
         listed = ", ".join(f"{parent_key}.{k}" if parent_key else k for k in near)
         return f"{written}: no component takes {key} ({where} has no such key, nor a constructor taking it); nearest keys: {listed}"
     return None
+
+
+def _new_callback(key: str, overrides: list[str]) -> bool:
+    """Whether `key` lies in a callback the command line adds whole (`+callbacks.<name>._target_=…`
+    with its arguments): the train command instantiates every entry of `callbacks`."""
+    parts = key.split(".")
+    if len(parts) < 3 or parts[0] != "callbacks":
+        return False
+    target = f"+callbacks.{parts[1]}._target_="
+    return any(o.lstrip("+").startswith(target.lstrip("+")) and o.startswith("+") for o in overrides)
 
 
 def _declared(parent_key: str, overrides: list[str]) -> list[str]:

@@ -145,7 +145,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: st
     hyper = checkpoint.get("hyper_parameters", {})
     stored = hyper.get("config")
     choices = hyper.get(CHOICES_KEY)
-    if choices is None:
+    if not choices:  # written before choices were stored, or by train(cfg) outside a Hydra app
         choices = infer_choices(stored, where)
     cfg = compose("train", overrides=_choice_overrides(choices, where))
     with open_dict(cfg):
