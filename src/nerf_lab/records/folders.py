@@ -12,6 +12,7 @@ cache) all see the sweep's one folder.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 from nerf_lab.errors import ConfigError
@@ -67,9 +68,19 @@ def run_files(folder: Path) -> list[str]:
     return sorted(name for name in (*RUN_FILES, *SWEEP_FILES) if (folder / name).exists())
 
 
+def secondary_rank() -> bool:
+    """Whether this process is a rank other than 0 of a data-parallel run: Lightning's DDP
+    launcher starts ranks 1… by running the same command again (with LOCAL_RANK, NODE_RANK or
+    RANK set), into the folder rank 0 has already made its own."""
+    return any(int(os.environ.get(name, "0") or 0) > 0 for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
 def check_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
-    """`ConfigError` (one line) if `run_dir` holds another run's files. The one exception: the
-    run is resumed into its own folder, i.e. `ckpt_path` lies inside `run_dir`."""
+    """`ConfigError` (one line) if `run_dir` holds another run's files. The exceptions: the
+    run is resumed into its own folder, i.e. `ckpt_path` lies inside `run_dir`; and the other
+    ranks of a data-parallel run, which share rank 0's folder (`secondary_rank`)."""
+    if secondary_rank():
+        return
     folder = Path(run_dir)
     found = run_files(folder)
     if not found:
