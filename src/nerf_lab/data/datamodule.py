@@ -81,7 +81,7 @@ class BlenderDataModule(pl.LightningDataModule):
         self.camera_convention = camera_convention
         self.normalize = normalize
         self.transform = SceneTransform.from_config(scene_transform)
-        self.scene_box = scene_box  # the box the scene lies in (for sampling.clip_to_box and the grid)
+        self.scene_box = scene_box  # the box the scene lies in (the geometry check; the occupancy grid covers it)
         self.scene_dir = scene_dir
         self.resolution = resolution
         self.white_background = white_background
