@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from nerf_lab.data.blender import load_split
-from nerf_lab.records.runs import format_table
+from nerf_lab.runs.records import format_table
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, cache: 
     """The real training config, as the command line would compose it."""
     from hydra import compose, initialize_config_dir
 
-    from nerf_lab.records.config import CONF_DIR
+    from nerf_lab.config.build import CONF_DIR
 
     extra = []
     if output_dir is not None:

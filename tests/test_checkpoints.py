@@ -67,7 +67,7 @@ def test_every_command_refuses_a_checkpoint_that_would_run_code(crafted, tmp_pat
 
 
 def test_the_reports_loader_refuses_it_too(crafted):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     path, marker = crafted
     with pytest.raises(ConfigError, match="refused: it names posix.system"):
@@ -99,7 +99,7 @@ BAD_FILES = [(_truncated, "is damaged or not a checkpoint"), (_text, "is damaged
 
 @pytest.mark.parametrize(("make", "expected"), BAD_FILES)
 def test_a_file_that_is_not_a_whole_nerf_lab_checkpoint_is_refused_by_the_loader(trained_run, tmp_path, make, expected):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     path = make(trained_run, tmp_path)
     with pytest.raises(ConfigError, match=f"^ckpt_path={path} {expected}"):
@@ -149,7 +149,7 @@ def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same
     """Checkpoints of nerf_lab before issue 17 stored a config without `module` and sampler
     nodes and kept the grid under `model.occupancy.`: they load, through today's nodes."""
     from nerf_lab.train import train
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     cfg = make_cfg("sampling=occupancy", "sampling.grid.resolution=8", "trainer.max_steps=2", "trainer.val_check_interval=2")
     train(cfg)

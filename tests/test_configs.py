@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 
 from nerf_lab.cli import unknown_option_error
 from nerf_lab.errors import ConfigError
-from nerf_lab.records.config import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
 
 GROUPS = ["data", "model", "encoding", "sampling", "optim", "module", "trainer", "logger", "callbacks", "experiment"]
 

@@ -14,7 +14,7 @@ from user_commands import run_command
 
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.train import train
-from nerf_lab.records.runs import read_run, read_sweep
+from nerf_lab.runs.records import read_run, read_sweep
 
 # Adam's first step moves every weight by about lr: with lr = 1e30 the second step's loss is
 # NaN (a finite value, so it passes the config checks, as a too-high rate does in practice).

@@ -17,8 +17,8 @@ from user_commands import one_line_error, run_command
 
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.errors import EnvironmentFault, environment_fault
-from nerf_lab.records import runs
-from nerf_lab.records.runs import read_run, read_sweep, record_failure
+from nerf_lab.runs import records as runs
+from nerf_lab.runs.records import read_run, read_sweep, record_failure
 
 QUICK = [*FAST_OVERRIDES, "trainer.max_steps=2", "test=false"]
 

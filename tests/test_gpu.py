@@ -135,7 +135,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from nerf_lab.records.config import build_datamodule, build_module
+    from nerf_lab.config.build import build_datamodule, build_module
     from nerf_lab.training.hardware import resolve_precision
 
     cfg = make_cfg("trainer.accelerator=gpu", "trainer.max_steps=60", "optim=adam_5e-3")
@@ -176,7 +176,7 @@ def test_a_training_step_waits_for_the_gpu_nowhere(make_cfg, sampling):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from nerf_lab.records.config import build_datamodule, build_module
+    from nerf_lab.config.build import build_datamodule, build_module
 
     cfg = make_cfg("trainer.accelerator=gpu", "trainer.max_steps=10", *sampling, "trainer.log_every_n_steps=1000",
                    "trainer.precision=bf16-mixed")
@@ -307,7 +307,7 @@ def test_render_chunk_follows_free_memory(monkeypatch):
 
 
 def test_a_module_with_chunk_null_renders_in_the_devices_chunks(make_cfg):
-    from nerf_lab.records.config import build_module
+    from nerf_lab.config.build import build_module
 
     module = build_module(make_cfg("sampling.chunk=null"))
     assert module.chunk == 8192  # on the CPU it lives on

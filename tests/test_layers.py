@@ -25,15 +25,17 @@ TRAINING = (
     *DATA, *VISUALS, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "tensorboard", "nerf_lab.data",
     "nerf_lab.visuals",
 )
-RECORDS = (*TRAINING, "submitit", "nerf_lab.training")
-ANALYSIS = (*RECORDS, "scipy", "imageio_ffmpeg", "nerf_lab.records")
+CONFIG = (*TRAINING, "nerf_lab.training")
+RUNS = (*CONFIG, "submitit", "nerf_lab.config")
+ANALYSIS = (*RUNS, "scipy", "imageio_ffmpeg", "nerf_lab.runs")
 COMMANDS = (*ANALYSIS, "nerf_lab")
 ALLOWED = {
     "nerf_lab.nerf": NERF,
     "nerf_lab.data": DATA,
     "nerf_lab.visuals": VISUALS,
     "nerf_lab.training": TRAINING,  # the Lightning loop: the module, callbacks, schedules, logger
-    "nerf_lab.records": RECORDS,  # a run's record: config checks and builds, checkpoints, folders, stops
+    "nerf_lab.config": CONFIG,  # the run's config: compose, check, build, a stored config read as data
+    "nerf_lab.runs": RUNS,  # a run's record: checkpoints, folders, stops, resume, Hydra callbacks
     "nerf_lab.analysis": ANALYSIS,
     "nerf_lab": COMMANDS,  # the commands, cli.py and errors.py at the top
 }

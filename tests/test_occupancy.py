@@ -17,7 +17,7 @@ from nerf_lab.nerf.model import render_in_chunks
 from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, occupied_at, ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
-from nerf_lab.records.config import CONF_DIR, validate_config
+from nerf_lab.config.build import CONF_DIR, validate_config
 
 BOX = [[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]]
 # An axis-aligned block whose faces lie on cell boundaries of a 12³ grid over BOX (cells of
@@ -196,7 +196,7 @@ def test_grid_survives_a_state_dict_round_trip():
 
 def test_a_training_run_logs_the_grid_and_its_checkpoint_brings_it_back(make_cfg):
     from nerf_lab.train import train
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     cfg = make_cfg("sampling=occupancy", "sampling.n_c=16", "sampling.grid.resolution=16",
                    "sampling.grid.warmup_steps=4", "sampling.grid.update_every=2")

@@ -14,7 +14,7 @@ from nerf_lab.analysis.curves import EARLY_KEY
 from nerf_lab.analysis.report import render_markdown
 from nerf_lab.analysis.stats import Arm, MeanStd, compare, group_into_arms, welch
 from nerf_lab.analysis.summary import COLUMNS, from_json, summarise, to_json
-from nerf_lab.records.runs import JobResult
+from nerf_lab.runs.records import JobResult
 
 
 def test_welch_on_the_docstring_example_matches_the_closed_form():

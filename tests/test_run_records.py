@@ -118,7 +118,7 @@ def _save(checkpoint: dict, folder: Path, name: str = "changed.ckpt") -> Path:
 
 
 def test_a_checkpoint_rebuilds_from_todays_config_with_its_stored_values(trained_run):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     checkpoint = _stored(trained_run)
     assert checkpoint["hyper_parameters"]["choices"]["data"] == "builtin"
@@ -131,7 +131,7 @@ def test_a_checkpoint_rebuilds_from_todays_config_with_its_stored_values(trained
 
 
 def test_a_checkpoint_of_before_the_choices_were_stored_has_them_inferred(trained_run, tmp_path):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     checkpoint = _stored(trained_run)
     del checkpoint["hyper_parameters"]["choices"]
@@ -143,8 +143,8 @@ def test_a_checkpoint_of_before_the_choices_were_stored_has_them_inferred(traine
 def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
     from omegaconf import OmegaConf
 
-    from nerf_lab.records.checkpoints import load_trained
-    from nerf_lab.records.config import build_module
+    from nerf_lab.runs.checkpoints import load_trained
+    from nerf_lab.config.build import build_module
 
     cfg = compose_config([*FAST_OVERRIDES, "sampling=occupancy", "sampling.grid.resolution=8"], tmp_path / "run")
     module = build_module(cfg)
@@ -163,7 +163,7 @@ def _with(checkpoint: dict, edit) -> dict:
 def _grid_checkpoint(tmp_path: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from nerf_lab.records.config import build_module
+    from nerf_lab.config.build import build_module
 
     cfg = compose_config([*FAST_OVERRIDES, "sampling=occupancy", "sampling.grid.resolution=8"], tmp_path / "run")
     module = build_module(cfg)
@@ -185,7 +185,7 @@ TAMPERED = [
 
 @pytest.mark.parametrize(("edit", "expected"), [pytest.param(e, x, id=i) for i, e, x in TAMPERED])
 def test_a_tampered_checkpoint_is_refused_in_one_line_naming_the_file_and_key(trained_run, tmp_path, edit, expected):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     path = _save(_with(_stored(trained_run), edit), tmp_path)
     with pytest.raises(ConfigError) as caught:
@@ -204,7 +204,7 @@ def test_a_tampered_checkpoint_is_refused_in_one_line_naming_the_file_and_key(tr
     ids=["float", "shape", "emptied"],
 )
 def test_a_tampered_occupancy_grid_is_refused(tmp_path, edit, expected):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     checkpoint = _grid_checkpoint(tmp_path)
     edit(checkpoint["state_dict"])
@@ -213,7 +213,7 @@ def test_a_tampered_occupancy_grid_is_refused(tmp_path, edit, expected):
 
 
 def test_a_grid_the_run_left_loads(tmp_path):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     checkpoint = _grid_checkpoint(tmp_path)
     state = checkpoint["state_dict"]
@@ -223,7 +223,7 @@ def test_a_grid_the_run_left_loads(tmp_path):
 
 
 def test_tensors_larger_than_the_model_are_refused_before_they_are_read(trained_run, tmp_path):
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     checkpoint = _stored(trained_run)
     checkpoint["callbacks"]["padding"] = torch.zeros(2**22)  # 16 MiB of zeros
@@ -285,7 +285,7 @@ def test_a_key_a_constructor_takes_is_accepted(argument):
 
 
 def test_adams_added_keys_reach_adam(tmp_path):
-    from nerf_lab.records.config import build_module
+    from nerf_lab.config.build import build_module
 
     cfg = compose_config([*FAST_OVERRIDES, "+optim.optimizer.weight_decay=0.01", "+optim.optimizer.amsgrad=true"], tmp_path)
     group = build_module(cfg).make_optimizer(torch.nn.Linear(2, 2).parameters()).param_groups[0]
@@ -320,7 +320,7 @@ def test_a_sweep_over_study_presets_is_refused():
 
 
 def test_values_that_train_nothing_are_refused(tmp_path):
-    from nerf_lab.records.config import validate_config
+    from nerf_lab.config.build import validate_config
 
     for override, key in [
         ("trainer.max_time=00:00:00:00", "trainer.max_time"),
@@ -337,7 +337,7 @@ def test_values_that_train_nothing_are_refused(tmp_path):
 
 
 def test_resuming_past_max_steps_is_one_line(trained_run, tmp_path):
-    from nerf_lab.records.checkpoints import check_resumable
+    from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     cfg = compose_config([*FAST_OVERRIDES, "trainer.max_steps=10", f"ckpt_path={path}"], tmp_path)
@@ -355,7 +355,7 @@ def test_resuming_past_max_steps_is_one_line(trained_run, tmp_path):
     ],
 )
 def test_resuming_with_keys_that_fix_the_run_changed_is_refused_listing_them(trained_run, tmp_path, overrides, changed):
-    from nerf_lab.records.checkpoints import check_resumable
+    from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     cfg = compose_config([*FAST_OVERRIDES, "trainer.max_steps=20", *overrides, f"ckpt_path={path}"], tmp_path)
@@ -365,7 +365,7 @@ def test_resuming_with_keys_that_fix_the_run_changed_is_refused_listing_them(tra
 
 
 def test_resuming_with_keys_that_may_change_is_accepted_and_listed(trained_run, tmp_path):
-    from nerf_lab.records.checkpoints import check_resumable
+    from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     overrides = ["trainer.max_steps=40", "optim.lr=1e-3", "optim.lr_final=1e-4", "trainer.val_check_interval=10", "trainer.precision=bf16-mixed"]

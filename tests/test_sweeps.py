@@ -15,7 +15,7 @@ from nerf_lab.analysis.curves import remove_gaps, splice_resumed
 from nerf_lab.analysis.report import build_report, render_markdown
 from nerf_lab.analysis.stats import group_into_arms
 from nerf_lab.analysis.summary import from_json
-from nerf_lab.records.runs import JobResult, read_sweep
+from nerf_lab.runs.records import JobResult, read_sweep
 
 SWEEP_OVERRIDES = [o for o in FAST_OVERRIDES if not o.startswith("sampling.n_c")] + ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 

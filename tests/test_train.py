@@ -13,8 +13,8 @@ from omegaconf import open_dict
 from helpers import events
 
 from nerf_lab.train import train
-from nerf_lab.records.checkpoints import load_trained
-from nerf_lab.records.config import build_module
+from nerf_lab.runs.checkpoints import load_trained
+from nerf_lab.config.build import build_module
 
 
 def test_a_short_run_writes_everything_a_researcher_looks_at(make_cfg):

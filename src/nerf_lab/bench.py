@@ -20,10 +20,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.records.checkpoints import load_initial_weights
-from nerf_lab.records.config import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.runs.checkpoints import load_initial_weights
+from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
-from nerf_lab.records.runs import format_table, write_json_atomically
+from nerf_lab.runs.records import format_table, write_json_atomically
 from nerf_lab.analysis.benchmarking import (
     FieldEvalMeter,
     ProfileSteps,

@@ -23,12 +23,12 @@ from nerf_lab.errors import (
     exit_on_user_error,
     user_error_exit,
 )
-from nerf_lab.records.config import CONF_DIR
-from nerf_lab.records.folders import fresh_dir, release_claims
+from nerf_lab.config.build import CONF_DIR
+from nerf_lab.runs.folders import fresh_dir, release_claims
 from nerf_lab.training.hardware import share_cpu_threads
-from nerf_lab.records.hydra_callbacks import command_keys, write_summary
-from nerf_lab.records.runs import record_failure
-from nerf_lab.records.stops import RunInterrupted
+from nerf_lab.runs.hydra_callbacks import command_keys, write_summary
+from nerf_lab.runs.records import record_failure
+from nerf_lab.runs.stops import RunInterrupted
 from nerf_lab.training.tensorboard import swept_keys
 
 log = logging.getLogger("nerf_lab")
@@ -100,7 +100,7 @@ def command_line_error(config_name: str, arguments: list[str], conf_dir: Path = 
     """One line for a command line Hydra would refuse in many lines (`model.detph=2`), for a
     `+key` no component takes (`+foo=1`), and for a sweep over study presets; None if none.
     (Checked before Hydra makes any folder.)"""
-    from nerf_lab.records.overrides import added_key_error, composition_error, preset_sweep_error
+    from nerf_lab.config.overrides import added_key_error, composition_error, preset_sweep_error
 
     if not (conf_dir / f"{config_name}.yaml").is_file():
         return None

@@ -23,11 +23,11 @@ from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.nerf.metrics import image_psnr
-from nerf_lab.records.checkpoints import load_trained
-from nerf_lab.records.config import CONF_DIR, EVAL_CHECKS, check_values
+from nerf_lab.runs.checkpoints import load_trained
+from nerf_lab.config.build import CONF_DIR, EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.visuals.panels import comparison_strip, to_uint8
-from nerf_lab.records.runs import write_json_atomically
+from nerf_lab.runs.records import write_json_atomically
 
 
 class SaveViews(pl.Callback):

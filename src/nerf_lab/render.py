@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from nerf_lab.analysis.orbit import orbit_frames, write_gif, write_mp4
 from nerf_lab.cli import hydra_command, run_task
-from nerf_lab.records.checkpoints import load_trained
-from nerf_lab.records.config import CONF_DIR, RENDER_CHECKS, check_values
+from nerf_lab.runs.checkpoints import load_trained
+from nerf_lab.config.build import CONF_DIR, RENDER_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_device, resolve_precision
 
 

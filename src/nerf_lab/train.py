@@ -27,13 +27,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
 from nerf_lab.training.callbacks import AtomicCheckpointIO
-from nerf_lab.records.checkpoints import check_resumable, read_checkpoint
-from nerf_lab.records.config import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.runs.checkpoints import check_resumable, read_checkpoint
+from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
-from nerf_lab.records.resume import ScheduleFromConfig
-from nerf_lab.records.run_config import CHOICES_KEY, run_choices
-from nerf_lab.records.runs import finish_record, start_record
-from nerf_lab.records.stops import (
+from nerf_lab.runs.resume import ScheduleFromConfig
+from nerf_lab.config.stored import CHOICES_KEY, run_choices
+from nerf_lab.runs.records import finish_record, start_record
+from nerf_lab.runs.stops import (
     RunInterrupted,
     StopSignals,
     command_overrides,
@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     A run resumed into its own folder starts by taking its old record out of the folder (a
     stop or failure from now on is not beside a `metrics.json`) and ends with the old metrics
     that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
-    way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.records.stops`)."""
+    way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.runs.stops`)."""
     validate_config(cfg)
     resume_changes = check_resumable(cfg) if cfg.ckpt_path else []
     start_step = int(read_checkpoint(cfg.ckpt_path).get("global_step", 0)) if cfg.ckpt_path else 0
@@ -90,7 +90,7 @@ def _train(
     record_scene_geometry(run_config["data"], datamodule.scene_geometry())
     module = build_module(OmegaConf.create(run_config), config=run_config)
     # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
-    # the run from, with today's config (nerf_lab.records.run_config); the config is data.
+    # the run from, with today's config (nerf_lab.config.stored); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
     if cfg.compile:
         module.model.compile_fields()

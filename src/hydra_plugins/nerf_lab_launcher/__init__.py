@@ -5,10 +5,10 @@ With the joblib launcher alone, a job whose process dies (killed by the out-of-m
 waiting is lost, and the sweep ends in `TerminatedWorkerError` with no summary. Here each
 joblib worker starts the job in a child Python process and waits for it; a job whose process dies is recorded in its folder's
 `error.txt` ("killed by SIGKILL …") and counts as a failed job, while the other jobs run on and
-the sweep ends with its summary (`nerf_lab.records.hydra_callbacks.SweepSummary`).
+the sweep ends with its summary (`nerf_lab.runs.hydra_callbacks.SweepSummary`).
 
 Signals: SIGTERM or SIGINT sent to a job's process stop that job as they stop a run
-(`nerf_lab.records.stops`): `last.ckpt`, `error.txt` saying how to resume, the job counted
+(`nerf_lab.runs.stops`): `last.ckpt`, `error.txt` saying how to resume, the job counted
 as interrupted; the sweep's other jobs go on.
 
 Lives in `hydra_plugins` because Hydra instantiates launchers only from there. Kept light:
@@ -107,7 +107,7 @@ def _death(exitcode: int | None) -> str:
 
 def _record_death(sweep_dir: Path, idx: int, reason: str) -> None:
     """error.txt in the job's folder (`<idx>_<overrides>`, as nerf_lab names it), where it exists."""
-    from nerf_lab.records.runs import ERROR_FILE, METRICS_FILE
+    from nerf_lab.runs.records import ERROR_FILE, METRICS_FILE
 
     folders = [p for p in sweep_dir.glob(f"{idx}_*") if (p / ".hydra").is_dir()] + [p for p in [sweep_dir / str(idx)] if p.is_dir()]
     for folder in folders[:1]:

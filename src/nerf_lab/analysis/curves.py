@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerf_lab.records.runs import JobResult
+from nerf_lab.runs.records import JobResult
 
 # The scalars a report plots, and {job folder: {tag: curve}} as read once for a whole report.
 CURVE_TAGS = ("val/psnr", "train/psnr")

@@ -1,6 +1,6 @@
 """A report's figures: the curves of every arm, one test view rendered by every arm beside
 the ground truth, and an orbit GIF of the arms side by side. Models come from each arm's
-first completed seed, loaded only through `records.checkpoints.load_trained`, the project's
+first completed seed, loaded only through `runs.checkpoints.load_trained`, the project's
 one checkpoint loader (nothing here unpickles a checkpoint itself)."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     from nerf_lab.data.datamodule import ViewDataset
     from nerf_lab.nerf.model import render_in_chunks
     from nerf_lab.nerf.rays import RayBundle
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
     from nerf_lab.visuals.panels import colourise_depth
 
     device, bf16 = render_device()
@@ -127,7 +127,7 @@ def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_w
     """An orbit around the scene, every arm side by side (first completed seed's best
     checkpoint), as a GIF at the runs' resolution, or `max_width` px when that is smaller."""
     from nerf_lab.analysis.orbit import orbit_frames, write_gif
-    from nerf_lab.records.checkpoints import load_trained
+    from nerf_lab.runs.checkpoints import load_trained
 
     device, bf16 = render_device()
     names, orbits = [], []

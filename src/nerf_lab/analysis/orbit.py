@@ -23,7 +23,7 @@ from torch import Tensor
 from nerf_lab.nerf.model import render_in_chunks
 from nerf_lab.data.geometry import focus_of
 from nerf_lab.nerf.rays import image_rays, look_at
-from nerf_lab.records.checkpoints import Trained
+from nerf_lab.runs.checkpoints import Trained
 from nerf_lab.visuals.panels import colourise_depth, side_by_side
 
 

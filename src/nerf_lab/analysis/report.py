@@ -22,7 +22,7 @@ from nerf_lab.analysis.figures import orbit_gif, plot_curves, render_grid
 from nerf_lab.analysis.stats import Arm, MeanStd, group_into_arms
 from nerf_lab.analysis.summary import COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
 from nerf_lab.errors import NerfLabError
-from nerf_lab.records.runs import format_table, read_sweep, write_json_atomically
+from nerf_lab.runs.records import format_table, read_sweep, write_json_atomically
 
 
 def build_report(

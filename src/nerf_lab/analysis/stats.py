@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from nerf_lab.records.runs import JobResult
+from nerf_lab.runs.records import JobResult
 
 SEED_KEY = "seed"
 # A difference is called real when Welch's test rejects "no difference" at this confidence.

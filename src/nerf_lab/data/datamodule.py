@@ -48,7 +48,7 @@ class BlenderDataModule(pl.LightningDataModule):
     of the val split are rendered at each validation, evenly spaced (the first is the one shown
     in TensorBoard); `test_views` views of the test split (all when None) are evaluated at the
     end. Decoded images are cached under `cache_dir`. The values are checked, with their
-    config keys named, by `nerf_lab.records.config.validate_config`.
+    config keys named, by `nerf_lab.config.build.validate_config`.
 
     `camera_convention` is the poses' (opengl or opencv, converted when read). With
     `normalize`, the scene is centred on the training cameras' focus point and scaled so they

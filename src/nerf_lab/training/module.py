@@ -55,9 +55,9 @@ class NeRFLitModule(pl.LightningModule):
     `optimizer` is called with the model's parameters (a `_partial_` optimizer from config),
     `scheduler` with that optimizer and the trainer's `max_steps` (`optim.scheduler`: the
     exponential decay from `optim.lr` to `optim.lr_final`). Both are built from the run's config
-    by `nerf_lab.records.config.build_module`, which also hands over the whole run `config`:
+    by `nerf_lab.config.build.build_module`, which also hands over the whole run `config`:
     kept in the hyper-parameters, so that a checkpoint alone rebuilds the module
-    (`nerf_lab.records.checkpoints.load_trained`). The module reads no config itself: steps and
+    (`nerf_lab.runs.checkpoints.load_trained`). The module reads no config itself: steps and
     the logging interval come from its trainer.
 
     Loss: MSE of the fine pass's colour, plus the coarse pass's when there is a fine pass (the

@@ -11,8 +11,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nerf_lab.errors import NerfLabError, environment_fault, user_error_exit
-from nerf_lab.records.folders import check_run_folder, check_sweep_folder, release_claims
-from nerf_lab.records.runs import read_sweep, sweep_table, write_json_atomically
+from nerf_lab.runs.folders import check_run_folder, check_sweep_folder, release_claims
+from nerf_lab.runs.records import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")
 
@@ -22,7 +22,7 @@ class CheckConfigBeforeRun(Callback):
     exists and before any image is decoded: a bad value (`model.depth=0`, `optim.lr=inf`), a
     missing or malformed scene, or a checkpoint that is missing, unsafe, not ours or (to resume
     from) of another model's shape; and a run or sweep folder that already holds another run
-    (`nerf_lab.records.folders`)."""
+    (`nerf_lab.runs.folders`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = None
@@ -68,8 +68,8 @@ RUN_TASKS = ("train", "bench")
 def check_before_run(config: DictConfig) -> None:
     """Every check a command's config gets before anything is written."""
     # Imported here: keeps `--help` fast.
-    from nerf_lab.records.checkpoints import check_resumable, load_trained
-    from nerf_lab.records.config import COMMAND_CHECKS, check_values, validate_config
+    from nerf_lab.runs.checkpoints import check_resumable, load_trained
+    from nerf_lab.config.build import COMMAND_CHECKS, check_values, validate_config
 
     task = config.get("task_name")
     if task == "train":
@@ -91,7 +91,7 @@ def command_keys(task: str) -> set[str]:
     """The top-level keys a command's config (`conf/<task>.yaml`) has."""
     from omegaconf import OmegaConf
 
-    from nerf_lab.records.config import CONF_DIR
+    from nerf_lab.config.build import CONF_DIR
 
     return set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
 

@@ -38,10 +38,20 @@ GROUPS = ("data", "encoding", "model", "sampling", "optim", "trainer", "logger",
 # Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
 INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
 CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
+# `_target_`s an earlier nerf_lab stored, under the names the classes have today: a stored
+# target equal to its new name counts as today's (still compared as text, never called).
+RENAMED_TARGETS = {
+    "nerf_lab.records.stops.CheckpointOnStop": "nerf_lab.runs.stops.CheckpointOnStop",
+}
 # Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
 RETIRED_KEYS = {
     "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box (issue 17)",
 }
+
+
+def _stored_special(key: str, value: Any) -> Any:
+    """A stored special key's value under today's names (`RENAMED_TARGETS`)."""
+    return RENAMED_TARGETS.get(value, value) if key == "_target_" and isinstance(value, str) else value
 
 
 def _derived(node: DictConfig, key: str, path: str) -> bool:
@@ -69,7 +79,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    from nerf_lab.records.config import CONF_DIR
+    from nerf_lab.config.build import CONF_DIR
 
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
@@ -94,7 +104,7 @@ def run_choices(cfg: DictConfig | None = None) -> dict[str, str]:
 
 
 def options(group: str) -> list[str]:
-    from nerf_lab.records.config import CONF_DIR
+    from nerf_lab.config.build import CONF_DIR
 
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
@@ -139,7 +149,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: st
     """Today's training config for the run `checkpoint` (read by `read_checkpoint`) recorded,
     with its stored values overlaid as data and checked; `ConfigError` naming `key`, the file
     and the key path where the stored tree does not fit."""
-    from nerf_lab.records.config import validate_config
+    from nerf_lab.config.build import validate_config
 
     where = f"{key}={path}"
     hyper = checkpoint.get("hyper_parameters", {})
@@ -209,7 +219,7 @@ def _fits(node: Any, tree: Any, prefix: str = "") -> bool:
         if f"{prefix}{key}" in RETIRED_KEYS or _derived(node, key, f"{prefix}{key}"):
             continue
         if key in SPECIAL_KEYS:
-            if key not in node or node[key] != value:
+            if key not in node or node[key] != _stored_special(key, value):
                 return False
         elif key not in node and not takes_key(node, key):
             return False
@@ -232,7 +242,7 @@ def _overlay(node: DictConfig, stored: Any, prefix: str, where: str) -> None:
             continue
         if key in SPECIAL_KEYS:
             today = node._get_node(key)._value() if key in node else None
-            if today != value:
+            if today != _stored_special(key, value):
                 raise ConfigError(
                     f"{where}: its stored config has {path}={value!r} where today's config has "
                     f"{'nothing' if today is None else repr(today)}: a checkpoint's config is data, and what it names is never called"

@@ -22,9 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.data.blender import check_images, read_split_index
 from nerf_lab.errors import ConfigError, DataError
-from nerf_lab.records.config import build_datamodule, build_module
+from nerf_lab.config.build import build_datamodule, build_module
 from nerf_lab.training.module import GRID_PREFIX, NeRFLitModule, upgrade_state_dict
-from nerf_lab.records.run_config import config_from_checkpoint
+from nerf_lab.config.stored import config_from_checkpoint
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -81,8 +81,8 @@ def check_resumable(cfg: DictConfig) -> list[str]:
     """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint whose tensors fit
     the model this config builds, its run and this config differ only in keys that may change
     mid-run, and `trainer.max_steps` leaves steps to train (checked before the run folder is
-    made; see `nerf_lab.records.resume`). Returns the changed keys that apply."""
-    from nerf_lab.records.resume import check_resume_changes
+    made; see `nerf_lab.runs.resume`). Returns the changed keys that apply."""
+    from nerf_lab.runs.resume import check_resume_changes
 
     checkpoint = read_checkpoint(cfg.ckpt_path)
     changes = check_resume_changes(cfg, checkpoint)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.records.run_config import flatten
+from nerf_lab.config.stored import flatten
 
 log = logging.getLogger("nerf_lab")
 

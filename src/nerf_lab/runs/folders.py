@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nerf_lab.errors import ConfigError
 
-# What a run leaves in its folder (nerf_lab.records.runs): a folder with any of them holds a run.
+# What a run leaves in its folder (nerf_lab.runs.records): a folder with any of them holds a run.
 RUN_FILES = (".hydra", "checkpoints", "tensorboard", "metrics.json", "error.txt")
 # What a sweep leaves in its folder before any job runs.
 SWEEP_FILES = ("multirun.yaml", "summary.json", "summary.md")
