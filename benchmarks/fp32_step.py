@@ -4,7 +4,7 @@
 
 Both run the same work in one process, alternating (so a shared machine slows both alike):
 4 × 128 ReLU layers, colour and density from position (L = 6 plus the raw input, 39 wide),
-64 stratified samples a ray, 1024 rays a step, MSE, Adam. nerf_lab's step is its `NeRFModel`
+64 stratified samples a ray, 1024 rays a step, MSE, Adam. nerf_lab's step is its `NeRFRenderer`
 built from the composed config (the Lightning loop around it is what `nerf_lab.bench` times);
 the reference is the ~40-line loop below, written as a newcomer would. Prints steps/s of each
 (median over rounds), their ratio, and the fp32 matrix-product bound of the step on this CPU.
@@ -71,7 +71,7 @@ def nerf_lab_model() -> nn.Module:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_lego"])
     assert (cfg.model.depth, cfg.model.width, cfg.encoding.position.n_freqs, cfg.sampling.n_c) == (DEPTH, WIDTH, L, N_SAMPLES)
-    return build_module(cfg).model.train()
+    return build_module(cfg).renderer.train()
 
 
 def nerf_lab_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: dict) -> None:

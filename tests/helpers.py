@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nerf_lab.nerf.model import NeRFModel
+from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.occupancy import OccupancyGrid
 from nerf_lab.nerf.samplers import BoxClippedSampler, OccupancyGridSampler, StratifiedSampler
 
@@ -42,8 +42,8 @@ def renderer(
     clip_to_box: bool = False,
     scene_box: Sequence[Sequence[float]] | None = None,
     stop_transmittance: float = 0.0,
-) -> NeRFModel:
-    """A `NeRFModel` over the given fields (the fine one when `n_fine > 0`), with the sampler
+) -> NeRFRenderer:
+    """A `NeRFRenderer` over the given fields (the fine one when `n_fine > 0`), with the sampler
     the keywords describe: stratified; clipped to `scene_box`; a grid's lookup; or both.
     Early ray termination is off unless `stop_transmittance` is given."""
     if occupancy is not None and clip_to_box:
@@ -57,7 +57,7 @@ def renderer(
     else:
         sampler = StratifiedSampler(n_coarse, n_fine)
     fields = iter([coarse_field, fine_field])
-    return NeRFModel(lambda: next(fields), sampler, near, far, background, stop_transmittance)
+    return NeRFRenderer(lambda: next(fields), sampler, near, far, background, stop_transmittance)
 
 
 def events(run_dir: Path):

@@ -145,6 +145,12 @@ def test_a_real_checkpoint_resumes_with_the_safe_load(trained_run, tmp_path, cac
     assert '"steps": 14' in (tmp_path / "out" / "metrics.json").read_text()
 
 
+def _old_name(name: str) -> str:
+    """A tensor's name in the checkpoints of before: the renderer under `model.`, the grid
+    under `model.occupancy.`."""
+    return name.replace("renderer.sampler.grid.", "model.occupancy.").replace("renderer.", "model.")
+
+
 def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same_weights(make_cfg, tmp_path):
     """Checkpoints of nerf_lab before issue 17 stored a config without `module` and sampler
     nodes and kept the grid under `model.occupancy.`: they load, through today's nodes."""
@@ -161,14 +167,14 @@ def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same
     stored["sampling"]["clip_to_box"] = True
     for key in ("position_encoding", "direction_encoding"):
         del stored["model"][key]
-    checkpoint["state_dict"] = {name.replace("model.sampler.grid.", "model.occupancy."): value for name, value in checkpoint["state_dict"].items()}
+    checkpoint["state_dict"] = {_old_name(name): value for name, value in checkpoint["state_dict"].items()}
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
 
     module = load_trained(old).module
-    assert type(module.model.sampler).__name__ == "OccupancyGridSampler"
+    assert type(module.renderer.sampler).__name__ == "OccupancyGridSampler"
     for name, value in module.state_dict().items():
-        saved = checkpoint["state_dict"].get(name.replace("model.sampler.grid.", "model.occupancy."))
+        saved = checkpoint["state_dict"].get(_old_name(name))
         if saved is not None:
             torch.testing.assert_close(value, saved, msg=name)
-    assert torch.equal(module.model.sampler.grid.occupied, checkpoint["state_dict"]["model.occupancy.occupied"])
+    assert torch.equal(module.renderer.sampler.grid.occupied, checkpoint["state_dict"]["model.occupancy.occupied"])

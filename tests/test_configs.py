@@ -20,7 +20,7 @@ def test_every_option_composes_validates_and_builds(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}", fast=False)
     validate_config(cfg)
     module = build_module(cfg)
-    assert module.model.sampler.n_coarse == cfg.sampling.n_c
+    assert module.renderer.sampler.n_coarse == cfg.sampling.n_c
     build_datamodule(cfg)
     if cfg.trainer.precision != "auto":
         instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
@@ -56,7 +56,7 @@ def widths(model) -> tuple[int, int | None]:
 
 def test_default_builds_tiny_nerf_with_its_short_schedule(make_cfg):
     module = build_module(make_cfg(fast=False))
-    model = module.model
+    model = module.renderer
     assert model.fine_field is None and (model.sampler.n_coarse, model.sampler.n_fine) == (64, 0)
     assert len(model.coarse_field.trunk) == 4 and model.coarse_field.trunk[0].out_features == 128
     assert widths(model) == (63, None)  # γ(p) at L = 10 plus raw xyz; colour from position only
@@ -66,7 +66,7 @@ def test_default_builds_tiny_nerf_with_its_short_schedule(make_cfg):
 
 def test_model_original_builds_the_papers_network_sampling_and_schedule(make_cfg):
     module = build_module(make_cfg("model=original", fast=False))
-    model = module.model
+    model = module.renderer
     assert model.fine_field is not None and (model.sampler.n_coarse, model.sampler.n_fine) == (64, 128)
     field = model.coarse_field
     assert len(field.trunk) == 8 and field.trunk[0].out_features == 256 and field.view_dependent
@@ -81,32 +81,32 @@ def test_model_original_builds_the_papers_network_sampling_and_schedule(make_cfg
 
 
 def test_encoding_pe_is_the_papers_formula_without_raw_inputs(make_cfg):
-    assert widths(build_module(make_cfg("model=original", "encoding=pe", fast=False)).model) == (60, 24)
-    model = build_module(make_cfg("model=original", "encoding.direction.include_input=true", fast=False)).model
+    assert widths(build_module(make_cfg("model=original", "encoding=pe", fast=False)).renderer) == (60, 24)
+    model = build_module(make_cfg("model=original", "encoding.direction.include_input=true", fast=False)).renderer
     assert widths(model) == (63, 27)  # each encoding has its own settings
 
 
 def test_model_original_lite_is_one_pass_of_128_samples(make_cfg):
-    model = build_module(make_cfg("model=original_lite", fast=False)).model
+    model = build_module(make_cfg("model=original_lite", fast=False)).renderer
     assert model.fine_field is None and model.sampler.n_coarse == 128
     assert len(model.coarse_field.trunk) == 8 and model.coarse_field.trunk[0].out_features == 128
 
 
 def test_the_command_line_wins_over_a_models_companions(make_cfg):
-    assert build_module(make_cfg("model=original", "sampling=coarse", fast=False)).model.fine_field is None
-    assert build_module(make_cfg("model=original", "sampling.n_f=0", fast=False)).model.fine_field is None
+    assert build_module(make_cfg("model=original", "sampling=coarse", fast=False)).renderer.fine_field is None
+    assert build_module(make_cfg("model=original", "sampling.n_f=0", fast=False)).renderer.fine_field is None
     assert schedule(build_module(make_cfg("model=tiny", "optim=adam", fast=False)), 10)[1] == 5e-4
     assert schedule(build_module(make_cfg("model=original", "optim=adam_5e-3", fast=False)), 10)[1] == 5e-3
     assert schedule(build_module(make_cfg("optim.lr=1e-3", "optim.lr_final=1e-5", fast=False)), 10)[1:] == pytest.approx((1e-3, 1e-5))
-    model = build_module(make_cfg("model=original", "model.depth=4", "model.skips=[2]", "sampling.n_c=32", fast=False)).model
+    model = build_module(make_cfg("model=original", "model.depth=4", "model.skips=[2]", "sampling.n_c=32", fast=False)).renderer
     assert len(model.coarse_field.trunk) == 4 and (model.sampler.n_coarse, model.sampler.n_fine) == (32, 128)
 
 
 def test_paper_recipe_on_lego(make_cfg):
     cfg = make_cfg("experiment=paper_lego", fast=False)
     module, datamodule = build_module(cfg), build_datamodule(cfg)
-    assert module.model.fine_field is not None and (module.model.sampler.n_coarse, module.model.sampler.n_fine) == (64, 128)
-    assert widths(module.model) == (63, 24)
+    assert module.renderer.fine_field is not None and (module.renderer.sampler.n_coarse, module.renderer.sampler.n_fine) == (64, 128)
+    assert widths(module.renderer) == (63, 24)
     assert (datamodule.batch_rays, datamodule.resolution, datamodule.precrop_steps) == (4096, 800, 500)
     assert schedule(module, max_steps=10)[1:] == pytest.approx((5e-4, 5e-5))
 
@@ -114,8 +114,8 @@ def test_paper_recipe_on_lego(make_cfg):
 def test_tiny_recipe_on_lego(make_cfg):
     cfg = make_cfg("experiment=tiny_lego", fast=False)
     module, datamodule = build_module(cfg), build_datamodule(cfg)
-    assert module.model.fine_field is None and module.model.sampler.n_coarse == 64
-    assert widths(module.model) == (39, None)  # L = 6 position bands plus raw xyz
+    assert module.renderer.fine_field is None and module.renderer.sampler.n_coarse == 64
+    assert widths(module.renderer) == (39, None)  # L = 6 position bands plus raw xyz
     assert (datamodule.batch_rays, datamodule.resolution) == (1024, 100) and datamodule.scene_dir.endswith("lego")
     assert schedule(module, max_steps=10)[1:] == pytest.approx((5e-3, 5e-4))
 

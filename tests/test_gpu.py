@@ -12,7 +12,7 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from helpers import renderer
 
-from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle, image_rays
 from nerf_lab.training.hardware import render_chunk
 
@@ -26,7 +26,7 @@ POSE = torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0], [0, 0, 0, 1]]
 FOCAL_800 = 1111.0
 
 
-def paper_model(depth: int = 8, width: int = 256, n_fine: int = 128, seed: int = 0) -> NeRFModel:
+def paper_model(depth: int = 8, width: int = 256, n_fine: int = 128, seed: int = 0) -> NeRFRenderer:
     """The paper's model (8 × 256, skip at 4, view-dependent colour, 64 + 128 samples), seeded.
     The density head's weights are drawn wider than the field's own start (which makes density
     nearly uniform), so that weights and colours vary along rays and across the view, and a
@@ -71,7 +71,7 @@ def test_compositing_stays_float32_under_bf16_autocast(device):
     torch.testing.assert_close(out["rgb"].double(), expected_rgb, rtol=1e-5, atol=1e-5)
 
 
-def render_float64(model: NeRFModel, rays: RayBundle) -> torch.Tensor:
+def render_float64(model: NeRFRenderer, rays: RayBundle) -> torch.Tensor:
     """`model`'s render of `rays` wholly in float64 (the sample edges and offsets the sampler
     makes with torch's default dtype too); the model is left in float64."""
     default = torch.get_default_dtype()
@@ -224,7 +224,7 @@ def test_a_compiled_training_step_gives_the_eager_loss():
     with torch.no_grad():
         target = render_in_chunks(paper_model(depth=4, width=128, seed=1).to("cuda"), view, chunk=4096)["rgb"].reshape(-1, 3)
 
-    def losses(model: NeRFModel) -> list[float]:
+    def losses(model: NeRFRenderer) -> list[float]:
         optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
         values = []
         for _ in range(3):
@@ -278,7 +278,7 @@ def test_an_800px_view_renders_in_bounded_gpu_memory():
     print(f"800 × 800 view: chunks of {chunk} rays, {grown / 2**30:.2f} GiB at the peak")
 
 
-# The paper's fine pass: 192 points a ray of 4 · (63 + 4 · 256) bytes (NeRFModel.activation_bytes_per_ray).
+# The paper's fine pass: 192 points a ray of 4 · (63 + 4 · 256) bytes (NeRFRenderer.activation_bytes_per_ray).
 PAPER_FINE_RAY_BYTES = 192 * 4 * (63 + 4 * 256)
 
 

@@ -13,7 +13,7 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from helpers import events, renderer
 
-from nerf_lab.nerf.model import render_in_chunks
+from nerf_lab.nerf.renderer import render_in_chunks
 from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, occupied_at, ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
@@ -203,11 +203,11 @@ def test_a_training_run_logs_the_grid_and_its_checkpoint_brings_it_back(make_cfg
     train(cfg)
     run = Path(cfg.paths.output_dir)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    saved = {k.removeprefix("model.sampler.grid."): v for k, v in checkpoint["state_dict"].items() if ".grid." in k}
+    saved = {k.removeprefix("renderer.sampler.grid."): v for k, v in checkpoint["state_dict"].items() if ".grid." in k}
     assert int(saved["refreshes"]) == 4  # steps 4, 6, 8, 10 of 12
     restored = load_trained(run / "checkpoints" / "last.ckpt").module
-    assert torch.equal(restored.model.sampler.grid.density, saved["density"])
-    assert torch.equal(restored.model.sampler.grid.occupied, saved["occupied"])
+    assert torch.equal(restored.renderer.sampler.grid.density, saved["density"])
+    assert torch.equal(restored.renderer.sampler.grid.occupied, saved["occupied"])
     scalars = set(events(run).Tags()["scalars"])
     assert {"train/occupied_fraction", "train/field_evals_per_ray"} <= scalars
 

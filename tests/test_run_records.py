@@ -150,8 +150,8 @@ def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
     module = build_module(cfg)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}
     trained = load_trained(_save(checkpoint, tmp_path))
-    assert trained.module.model.sampler.grid is not None
-    assert trained.module.model.sampler.grid.occupied.shape == (8, 8, 8)
+    assert trained.module.renderer.sampler.grid is not None
+    assert trained.module.renderer.sampler.grid.occupied.shape == (8, 8, 8)
 
 
 def _with(checkpoint: dict, edit) -> dict:
@@ -170,7 +170,7 @@ def _grid_checkpoint(tmp_path: Path) -> dict:
     return {"state_dict": module.state_dict(), "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}
 
 
-GRID = "model.sampler.grid"
+GRID = "renderer.sampler.grid"
 TAMPERED = [
     ("chunk", lambda c: c["hyper_parameters"]["config"]["sampling"].update(chunk=0), "sampling.chunk=0 is not allowed"),
     ("unknown key", lambda c: c["hyper_parameters"]["config"]["model"].update(dropout=0.5), "model.dropout, a key today's config does not have"),
@@ -178,8 +178,8 @@ TAMPERED = [
     ("interpolation", lambda c: c["hyper_parameters"]["config"]["data"].update(cache_dir="${oc.env:HOME}"), "expected a resolved value"),
     ("choice", lambda c: c["hyper_parameters"].update(choices={"data": "../../etc"}), "no such option in today's conf/data/"),
     ("far", lambda c: c["hyper_parameters"]["config"]["data"].update(far=1e30), "data.far=1e+30 is not allowed"),
-    ("nan weight", lambda c: c["state_dict"]["model.coarse_field.trunk.0.weight"].view(-1)[0].fill_(float("nan")), "holds non-finite weights"),
-    ("shape", lambda c: c["state_dict"].update({"model.coarse_field.trunk.0.bias": torch.zeros(3)}), "holds a model of another shape"),
+    ("nan weight", lambda c: c["state_dict"]["renderer.coarse_field.trunk.0.weight"].view(-1)[0].fill_(float("nan")), "holds non-finite weights"),
+    ("shape", lambda c: c["state_dict"].update({"renderer.coarse_field.trunk.0.bias": torch.zeros(3)}), "holds a model of another shape"),
 ]
 
 
@@ -219,7 +219,7 @@ def test_a_grid_the_run_left_loads(tmp_path):
     state = checkpoint["state_dict"]
     state[f"{GRID}.density"][:2] = 50.0  # a refreshed grid: occupied exactly where dense
     state[f"{GRID}.occupied"].copy_(state[f"{GRID}.density"] > 1.0)
-    assert load_trained(_save(checkpoint, tmp_path)).module.model.sampler.grid.occupied_fraction() == 0.25
+    assert load_trained(_save(checkpoint, tmp_path)).module.renderer.sampler.grid.occupied_fraction() == 0.25
 
 
 def test_tensors_larger_than_the_model_are_refused_before_they_are_read(trained_run, tmp_path):
@@ -243,7 +243,7 @@ def test_tensors_larger_than_the_model_are_refused_before_they_are_read(trained_
 def test_eval_refuses_non_finite_weights_in_one_line(trained_run, tmp_path, cache_dir):
     path = _save(_with(_stored(trained_run), TAMPERED[6][1]), tmp_path)
     result = run_command("nerf_lab.eval", f"ckpt_path={path}", "accelerator=cpu", "hydra.run.dir=out", cwd=tmp_path, cache=cache_dir)
-    assert "holds non-finite weights (model.coarse_field.trunk.0.weight" in one_line_error(result)
+    assert "holds non-finite weights (renderer.coarse_field.trunk.0.weight" in one_line_error(result)
     assert not (tmp_path / "out").exists()
 
 

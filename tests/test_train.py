@@ -113,8 +113,8 @@ def test_checkpoint_alone_rebuilds_the_model(make_cfg):
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     trained = load_trained(last)
     module = trained.module
-    assert module.model.fine_field is not None and module.model.sampler.n_fine == 8
-    assert trained.run_config.model.width == 16 and module.model.coarse_field.trunk[0].out_features == 16
+    assert module.renderer.fine_field is not None and module.renderer.sampler.n_fine == 8
+    assert trained.run_config.model.width == 16 and module.renderer.coarse_field.trunk[0].out_features == 16
     stored = torch.load(last, weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, stored[key], msg=key)  # the trained weights, not fresh ones

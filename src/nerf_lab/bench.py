@@ -45,7 +45,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     if cfg.bench.get("init_from"):  # time a trained field (and its grid), not a fresh one
         load_initial_weights(module, cfg.bench.init_from, "bench.init_from")
     if cfg.compile:  # as `nerf_lab.train` does: the compiled step is what is timed
-        module.model.compile_fields()
+        module.renderer.compile_fields()
     datamodule = build_datamodule(cfg)
 
     # Timed steps after the warm-up, then the profiled ones; the schedule spans all of them.
@@ -71,14 +71,14 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     module.to(device).eval()
     views = list(datamodule.test_dataloader())[: cfg.bench.render_views]
-    render_seconds = seconds_per_view(module.model, views, module.chunk, bf16=precision.startswith("bf16"))
+    render_seconds = seconds_per_view(module.renderer, views, module.chunk, bf16=precision.startswith("bf16"))
 
     steps_per_s = timer.timed_steps / timer.seconds
     evals_per_ray = meter.mean()
-    occupied_fraction = module.model.sampler.statistics().get("occupied_fraction")
+    occupied_fraction = module.renderer.sampler.statistics().get("occupied_fraction")
     occupied = None if occupied_fraction is None else float(occupied_fraction)
     measured = evals_per_ray if math.isfinite(evals_per_ray) else None
-    flops = cfg.data.batch_rays * module.model.training_flops_per_ray(measured)
+    flops = cfg.data.batch_rays * module.renderer.training_flops_per_ray(measured)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     # The bound: a hidden layer's matrix product at this step's shape (points × width²).
     peak = matmul_throughput(cfg.data.batch_rays * cfg.sampling.n_c, cfg.model.width, device, dtype)

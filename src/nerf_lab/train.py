@@ -93,7 +93,7 @@ def _train(
     # the run from, with today's config (nerf_lab.config.stored); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
     if cfg.compile:
-        module.model.compile_fields()
+        module.renderer.compile_fields()
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
@@ -146,7 +146,7 @@ def _train(
             "train_time_s": round(clock.seconds, 2),
             "wall_time_s": round(time.perf_counter() - started, 2),
             "steps_per_s": round(steps / clock.seconds, 3) if clock.seconds > 0 else math.nan,
-            "parameters": sum(p.numel() for p in module.model.parameters()),
+            "parameters": sum(p.numel() for p in module.renderer.parameters()),
             "device": _device_name(trainer),
             "precision": str(trainer.precision),
             "status": "completed",

@@ -13,7 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from nerf_lab.nerf.model import NeRFModel, render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
 
 
@@ -146,7 +146,7 @@ def device_description(device: torch.device) -> str:
     return f"CPU: {model}, {torch.get_num_threads()} threads"
 
 
-def seconds_per_view(model: NeRFModel, views: list[dict[str, torch.Tensor]], chunk: int, bf16: bool) -> float:
+def seconds_per_view(model: NeRFRenderer, views: list[dict[str, torch.Tensor]], chunk: int, bf16: bool) -> float:
     """Mean seconds to render each of `views` whole, `chunk` rays at a time, as evaluation
     does, synchronised with the device. The warm-up renders one whole chunk and a short one:
     compiled fields compile for both shapes there (the second time as dynamic shapes), not in

@@ -73,7 +73,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     import torch
 
     from nerf_lab.data.datamodule import ViewDataset
-    from nerf_lab.nerf.model import render_in_chunks
+    from nerf_lab.nerf.renderer import render_in_chunks
     from nerf_lab.nerf.rays import RayBundle
     from nerf_lab.runs.checkpoints import load_trained
     from nerf_lab.visuals.panels import colourise_depth
@@ -91,7 +91,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
         item = ViewDataset(datamodule.splits["test"], [view])[0]
         rays = RayBundle(item["origins"].to(device), item["directions"].to(device))
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = {key: value.float().cpu() for key, value in render_in_chunks(module.model, rays, module.chunk).items()}
+            out = {key: value.float().cpu() for key, value in render_in_chunks(module.renderer, rays, module.chunk).items()}
         near, far = trained.run_config.data.near, trained.run_config.data.far
         if not columns:
             columns.append(("ground truth", item["rgb"].numpy(), None))

@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nerf_lab.nerf.model import render_in_chunks
+from nerf_lab.nerf.renderer import render_in_chunks
 from nerf_lab.data.geometry import focus_of
 from nerf_lab.nerf.rays import image_rays, look_at
 from nerf_lab.runs.checkpoints import Trained
@@ -93,7 +93,7 @@ def orbit_frames(
     images = []
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for pose in orbit_poses(radius, elevation_deg, frames, middle):
-            out = render_in_chunks(module.model, image_rays(pose.to(device), focal, height, width), module.chunk)
+            out = render_in_chunks(module.renderer, image_rays(pose.to(device), focal, height, width), module.chunk)
             panels = [out["rgb"]]
             if depth:
                 panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))

@@ -42,6 +42,7 @@ CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
 # target equal to its new name counts as today's (still compared as text, never called).
 RENAMED_TARGETS = {
     "nerf_lab.records.stops.CheckpointOnStop": "nerf_lab.runs.stops.CheckpointOnStop",
+    "nerf_lab.nerf.model.NeRFModel": "nerf_lab.nerf.renderer.NeRFRenderer",
 }
 # Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
 RETIRED_KEYS = {

@@ -1,6 +1,6 @@
 """Ray samplers: where along each ray the renderer asks the field, as objects chosen by config.
 
-A sampler answers the three questions of `NeRFModel`'s passes (the maths is in
+A sampler answers the three questions of `NeRFRenderer`'s passes (the maths is in
 `nerf_lab.nerf.sampling`, the grid in `nerf_lab.nerf.occupancy`):
 
 * `coarse_edges(rays, near, far)`: the first pass's samples, as interval edges (rays, n_c + 1);
@@ -15,7 +15,7 @@ schedule the grid owns). Samples are stratified while the sampler is in training
 
 Early ray termination (stop evaluating samples behind an opaque surface) belongs to the
 renderer, not here: it needs the transmittance of the samples before, which only compositing
-knows (`NeRFModel.render_samples`).
+knows (`NeRFRenderer.render_samples`).
 
 A new sampler is one subclass and one YAML file under `conf/sampling/` (README, "Adding a
 sampler"): e.g. `UniformSampler` below, equal intervals even in training.

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nerf_lab.data.blender import check_images, read_split_index
 from nerf_lab.errors import ConfigError, DataError
 from nerf_lab.config.build import build_datamodule, build_module
-from nerf_lab.training.module import GRID_PREFIX, NeRFLitModule, upgrade_state_dict
+from nerf_lab.training.module import GRID_PREFIX, RENDERER_PREFIX, NeRFLitModule, upgrade_state_dict
 from nerf_lab.config.stored import config_from_checkpoint
 
 
@@ -118,8 +118,8 @@ def check_tensors(checkpoint: dict[str, Any], module: NeRFLitModule, path: str |
             f"optimizer state are {allowed / 2**20:.1f} MiB at most"
         )
     if finite:
-        for name, tensor in stored.items():  # the model's (a metric's running max starts at -inf)
-            if name.startswith("model.") and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        for name, tensor in stored.items():  # the renderer's (a metric's running max starts at -inf)
+            if name.startswith(RENDERER_PREFIX) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ConfigError(
                     f"ckpt_path={path} holds non-finite weights ({name} has NaN or infinite values; the run diverged): "
                     "expected a checkpoint of a run that trained, e.g. an earlier best.ckpt"
@@ -237,7 +237,7 @@ def load_initial_weights(module: NeRFLitModule, path: str, key: str) -> None:
     steps are those of a trained field: a grid is only sparse once the field has learned
     where the scene is. The grid refreshes from the first step, as it would in that run."""
     state = read_checkpoint(path, key)["state_dict"]
-    grid = getattr(module.model.sampler, "grid", None)
+    grid = getattr(module.renderer.sampler, "grid", None)
     if grid is None or not any(GRID_PREFIX in name for name in state):
         state = {name: value for name, value in state.items() if GRID_PREFIX not in name}
     missing, unexpected = module.load_state_dict(state, strict=False)

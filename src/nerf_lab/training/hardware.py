@@ -81,7 +81,7 @@ def render_chunk(device: torch.device, bytes_per_ray: int, memory_fraction: floa
     CPU: `CPU_RENDER_CHUNK`. CUDA: the largest power of two, at most `MAX_GPU_RENDER_CHUNK`,
     whose activations fit in `memory_fraction` of the memory this process can still get (free
     on the device, plus what PyTorch's allocator holds unused). `bytes_per_ray` is the model's
-    estimate for one ray's points in its largest pass (`NeRFModel.activation_bytes_per_ray`:
+    estimate for one ray's points in its largest pass (`NeRFRenderer.activation_bytes_per_ray`:
     float32 activations; under bf16 autocast the need is about half).
 
     Example: the paper's fine pass (192 points of 4 · (63 + 4 · 256) bytes) is 834,816 bytes a

@@ -31,6 +31,6 @@ class LogViewImages(pl.Callback):
             return
         prediction, target = outputs["rgb"].float().clamp(0, 1), batch["rgb"].float()
         psnr = image_psnr(prediction, target)
-        near, far = trainer.lightning_module.model.near, trainer.lightning_module.model.far
+        near, far = trainer.lightning_module.renderer.near, trainer.lightning_module.renderer.far
         panel = view_panel(target, prediction, outputs["depth"], outputs["opacity"], near, far, f"prediction, {psnr:.2f} dB")
         writer.add_image(f"{split}/view_{int(batch['view'])}", panel, trainer.global_step, dataformats="HWC")

@@ -15,7 +15,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.metrics import psnr_from_mse
-from nerf_lab.nerf.model import NeRFModel, RenderOutputs, render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer, RenderOutputs, render_in_chunks
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.training.hardware import render_chunk
 
@@ -37,22 +37,31 @@ def full_precision(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-# Where the occupancy grid's state sits in a checkpoint, and where it sat before the grid moved
-# into its sampler (issue 17).
-GRID_PREFIX = "model.sampler.grid."
-OLD_GRID_PREFIX = "model.occupancy."
+# Where the renderer's weights sit in a checkpoint, and the names checkpoints of earlier
+# versions of nerf_lab gave them: the renderer under `model.`, and the occupancy grid outside
+# its sampler. They are read under today's names.
+RENDERER_PREFIX = "renderer."
+GRID_PREFIX = "renderer.sampler.grid."
+OLD_PREFIXES = {"model.occupancy.": GRID_PREFIX, "model.": RENDERER_PREFIX}
 
 
 def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights under today's names (the grid's moved into the sampler)."""
-    return {GRID_PREFIX + name.removeprefix(OLD_GRID_PREFIX) if name.startswith(OLD_GRID_PREFIX) else name: value
-            for name, value in state.items()}
+    """A checkpoint's weights under today's names (`OLD_PREFIXES`: `model.coarse_field.…` is
+    `renderer.coarse_field.…`, `model.occupancy.density` is `renderer.sampler.grid.density`)."""
+    def today(name: str) -> str:
+        for old, new in OLD_PREFIXES.items():
+            if name.startswith(old):
+                return new + name.removeprefix(old)
+        return name
+
+    return {today(name): value for name, value in state.items()}
 
 
 class NeRFLitModule(pl.LightningModule):
-    """Trains the `NeRFModel` it is given, with the optimizer and schedule it is given.
+    """Trains the `NeRFRenderer` it is given (held as `self.renderer`), with the optimizer and
+    schedule it is given.
 
-    `optimizer` is called with the model's parameters (a `_partial_` optimizer from config),
+    `optimizer` is called with the renderer's parameters (a `_partial_` optimizer from config),
     `scheduler` with that optimizer and the trainer's `max_steps` (`optim.scheduler`: the
     exponential decay from `optim.lr` to `optim.lr_final`). Both are built from the run's config
     by `nerf_lab.config.build.build_module`, which also hands over the whole run `config`:
@@ -69,7 +78,7 @@ class NeRFLitModule(pl.LightningModule):
 
     def __init__(
         self,
-        renderer: NeRFModel,
+        renderer: NeRFRenderer,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory,
         chunk: int | None = None,
@@ -79,7 +88,7 @@ class NeRFLitModule(pl.LightningModule):
         # logger=False: the run logs its hyper-parameters itself, once, with its final metrics.
         # Only plain values are kept (chunk, config); the objects are rebuilt from the config.
         self.save_hyperparameters(logger=False, ignore=["renderer", "optimizer", "scheduler"])
-        self.model = renderer  # named `model` in the state dict (checkpoints: `model.coarse_field.…`)
+        self.renderer = renderer  # its weights: `renderer.coarse_field.…` in the state dict
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
         self.chunk = chunk  # rays a chunk when rendering whole views; None: sized for the device
@@ -102,7 +111,7 @@ class NeRFLitModule(pl.LightningModule):
         """Rays a chunk when rendering whole views: `sampling.chunk`, or when that is null the
         device's size (`nerf_lab.training.hardware.render_chunk`), chosen once, at first use."""
         if self._chunk is None:
-            self._chunk = render_chunk(self.device, self.model.activation_bytes_per_ray())
+            self._chunk = render_chunk(self.device, self.renderer.activation_bytes_per_ray())
         return self._chunk
 
     @chunk.setter
@@ -115,18 +124,18 @@ class NeRFLitModule(pl.LightningModule):
         return OmegaConf.create(self.hparams["config"])
 
     def forward(self, rays: RayBundle) -> RenderOutputs:
-        return self.model(rays)
+        return self.renderer(rays)
 
     def render_view(self, batch: Batch) -> RenderOutputs:
         """A whole view, `sampling.chunk` rays at a time."""
-        return render_in_chunks(self.model, RayBundle(batch["origins"], batch["directions"]), self.chunk)
+        return render_in_chunks(self.renderer, RayBundle(batch["origins"], batch["directions"]), self.chunk)
 
     # --- training ---
 
     def update_sampler(self) -> None:
         """The sampler's per-step bookkeeping (the occupancy grid's schedule, which the grid
         owns); say so in the log when a collapsed grid was re-opened."""
-        if self.model.update(self.global_step):
+        if self.renderer.update(self.global_step):
             log.warning(
                 "step %d: the occupancy grid held too few occupied cells (a field in the white "
                 "minimum?): every cell re-opened", self.global_step,
@@ -134,7 +143,7 @@ class NeRFLitModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         self.update_sampler()
-        outputs = self.model(RayBundle(batch["origins"], batch["directions"]))
+        outputs = self.renderer(RayBundle(batch["origins"], batch["directions"]))
         mse = F.mse_loss(outputs["rgb"], batch["rgb"])
         loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
         # Logged tensors are only read (a device sync) when the logger or the bar writes them.
@@ -146,7 +155,7 @@ class NeRFLitModule(pl.LightningModule):
         self.loss_was_not_finite = not_finite if flag is None else flag | not_finite
         self.log("train/field_evals_per_ray", outputs["field_evals_per_ray"].float(), sync_dist=True)
         self.last_field_evals_per_ray = outputs["field_evals_per_ray"].detach()
-        for name, value in self.model.sampler.statistics().items():
+        for name, value in self.renderer.sampler.statistics().items():
             self.log(f"train/{name}", value, sync_dist=True)
         return loss
 
@@ -167,7 +176,7 @@ class NeRFLitModule(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.make_optimizer(self.model.parameters())
+        optimizer = self.make_optimizer(self.renderer.parameters())
         self.initial_lr = optimizer.param_groups[0]["lr"]
         scheduler = self.make_scheduler(optimizer, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -229,7 +238,7 @@ class NeRFLitModule(pl.LightningModule):
             # A metric's forward accumulates the view and returns its own score: one computation each.
             psnr, ssim = self.test_psnr(prediction, target), self.test_ssim(prediction, target)
             # An image of nothing but the background: the score of a model stuck in the white minimum.
-            self.test_psnr_blank_image.update(self.model.background.view(1, 3, 1, 1).expand_as(target), target)
+            self.test_psnr_blank_image.update(self.renderer.background.view(1, 3, 1, 1).expand_as(target), target)
         self.test_views.append({"view": int(batch["view"]), "psnr": float(psnr), "ssim": float(ssim)})
         return outputs
 

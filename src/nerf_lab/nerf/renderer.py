@@ -1,4 +1,4 @@
-"""The NeRF model: a sampler, coarse and fine fields and the volume renderer, put together."""
+"""The renderer: a ray sampler, coarse and fine fields and the volume-rendering quadrature, put together."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ RenderOutputs = dict[str, Tensor]
 MAX_FAR = 1.0e4
 
 
-class NeRFModel(nn.Module):
+class NeRFRenderer(nn.Module):
     """Renders rays through a radiance field: a sampler's samples, one or two fields, and the
     volume-rendering quadrature (the renderer node of the config: `module.renderer`).
 
