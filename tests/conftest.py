@@ -85,6 +85,7 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, cache: 
     """The real training config, as the command line would compose it."""
     from hydra import compose, initialize_config_dir
 
+    from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
     from nerf_lab.config.build import CONF_DIR
 
     extra = []

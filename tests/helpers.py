@@ -12,7 +12,7 @@ from torch import nn
 
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.occupancy import OccupancyGrid
-from nerf_lab.nerf.samplers import BoxClippedSampler, OccupancyGridSampler, StratifiedSampler
+from nerf_lab.nerf.ray_samplers import BoxClippedSampler, OccupancyGridSampler, StratifiedSampler
 
 
 class GridLookupSampler(StratifiedSampler):

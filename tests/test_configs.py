@@ -172,7 +172,7 @@ def test_unknown_option_lists_the_allowed_ones():
 
 
 def test_job_folder_names_stay_short_and_unique():
-    from nerf_lab.cli import job_dir_name
+    from nerf_lab.config.resolvers import job_dir_name
 
     assert job_dir_name(3, "model.depth=2,seed=1") == "3_model.depth=2,seed=1"
     assert job_dir_name(0, "") == "0"

@@ -12,7 +12,8 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from helpers import renderer
 
-from nerf_lab.nerf.renderer import NeRFRenderer, render_in_chunks
+from nerf_lab.nerf.marching import render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle, image_rays
 from nerf_lab.training.hardware import render_chunk
 

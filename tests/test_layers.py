@@ -19,7 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "nerf_lab"
 # Each layer: the third-party packages and the nerf_lab modules it may import. A layer's own
 # modules are always allowed.
 NERF = ("torch", "jaxtyping")
-DATA = (*NERF, "numpy", "imageio", "PIL", "pytorch_lightning", "nerf_lab.nerf", "nerf_lab.errors")
+# errors.py and files.py sit at the bottom: every layer but nerf/ may use them.
+BOTTOM = ("nerf_lab.errors", "nerf_lab.files")
+DATA = (*NERF, "numpy", "imageio", "PIL", "pytorch_lightning", "nerf_lab.nerf", *BOTTOM)
 VISUALS = (*NERF, "numpy", "matplotlib", "PIL", "nerf_lab.nerf")
 TRAINING = (
     *DATA, *VISUALS, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "tensorboard", "nerf_lab.data",
@@ -37,10 +39,10 @@ ALLOWED = {
     "nerf_lab.config": CONFIG,  # the run's config: compose, check, build, a stored config read as data
     "nerf_lab.runs": RUNS,  # a run's record: checkpoints, folders, stops, resume, Hydra callbacks
     "nerf_lab.analysis": ANALYSIS,
-    "nerf_lab": COMMANDS,  # the commands, cli.py and errors.py at the top
+    "nerf_lab": COMMANDS,  # the commands and cli.py at the top
 }
-# errors.py sits at the top but is imported by every layer but nerf/: it imports nothing of ours.
-ALLOWED_FOR_FILE = {"nerf_lab.errors": ()}
+# The bottom layer: errors (one-line messages) and files (atomic writes) import nothing of ours.
+ALLOWED_FOR_FILE = {"nerf_lab.errors": (), "nerf_lab.files": ("numpy",)}
 
 
 def imports_of(path: Path, module: str) -> list[tuple[int, str]]:

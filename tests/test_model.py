@@ -9,7 +9,7 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from helpers import renderer
 
-from nerf_lab.nerf.renderer import render_in_chunks
+from nerf_lab.nerf.marching import render_in_chunks
 from nerf_lab.nerf.rays import RayBundle, image_rays
 
 

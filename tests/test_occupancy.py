@@ -13,8 +13,9 @@ from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from helpers import events, renderer
 
-from nerf_lab.nerf.renderer import render_in_chunks
-from nerf_lab.nerf.occupancy import OccupancyGrid, bucket_size, occupied_at, ray_box_intersection
+from nerf_lab.nerf.marching import bucket_size, render_in_chunks
+from nerf_lab.nerf.occupancy import OccupancyGrid, occupied_at
+from nerf_lab.nerf.rays import ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
 from nerf_lab.config.build import CONF_DIR, validate_config

@@ -14,7 +14,7 @@ import torch
 from conftest import FAST_OVERRIDES, REPO_ROOT
 from user_commands import one_line_error, run_command
 
-from nerf_lab.runs.folders import fresh_dir
+from nerf_lab.config.resolvers import fresh_dir
 from nerf_lab.runs.records import finish_record, read_run, read_sweep, record_failure, start_record
 
 QUICK = [o for o in FAST_OVERRIDES if not o.startswith(("trainer.max_steps", "trainer.val_check_interval", "callbacks.last"))]

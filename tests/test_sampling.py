@@ -63,7 +63,7 @@ def test_merged_edges_are_sorted_and_keep_the_range():
 
 def test_samplers_chosen_by_config_place_their_samples_as_documented():
     from nerf_lab.nerf.rays import RayBundle
-    from nerf_lab.nerf.samplers import StratifiedSampler, UniformSampler
+    from nerf_lab.nerf.ray_samplers import StratifiedSampler, UniformSampler
 
     rays = RayBundle(torch.zeros(3, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(3, 3))
     equal = stratified_edges(3, 8, 2.0, 6.0, perturb=False)

@@ -87,7 +87,7 @@ def test_the_swept_keys_name_the_trial():
 
 
 def test_a_sweep_job_folder_leads_with_the_swept_keys(tmp_path):
-    from nerf_lab.cli import job_dir_name
+    from nerf_lab.config.resolvers import job_dir_name
 
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task: ['data.resolution=64', 'model.skips=[2,3]', 'sampling.n_c=16,32', 'model.depth=2,4']\n"

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_initial_weights
 from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -14,7 +12,7 @@ from typing import Any, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nerf_lab.errors import (
     ConfigError,
@@ -24,53 +22,14 @@ from nerf_lab.errors import (
     user_error_exit,
 )
 from nerf_lab.config.build import CONF_DIR
-from nerf_lab.runs.folders import fresh_dir, release_claims
+from nerf_lab.config.resolvers import release_claims
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.runs.hydra_callbacks import command_keys, write_summary
 from nerf_lab.runs.records import record_failure
 from nerf_lab.runs.stops import RunInterrupted
-from nerf_lab.training.tensorboard import swept_keys
 
 log = logging.getLogger("nerf_lab")
 T = TypeVar("T")
-
-# Longest job folder name: file systems refuse names over 255 bytes.
-MAX_JOB_NAME = 120
-
-
-def job_dir_name(number: int, overrides: str, sweep_dir: str | None = None) -> str:
-    """A sweep job's folder name: its number and overrides (TensorBoard shows it as the run's
-    name), with '/' replaced and, when long, cut short and made unique by a hash. The keys the
-    sweep varies come first (`3_model.depth=4,sampling.n_c=32,data.resolution=64`), so that a
-    name cut short, here or in TensorBoard's run list, still tells the jobs apart."""
-    overrides = swept_first(overrides, sweep_dir) if sweep_dir else overrides
-    name = f"{number}_{overrides}".replace("/", "_") if overrides else str(number)
-    if len(name) <= MAX_JOB_NAME:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_JOB_NAME - 9]}-{digest}"
-
-
-def swept_first(override_dirname: str, sweep_dir: str) -> str:
-    """Hydra's `override_dirname` (`a=1,b=2`, keys sorted) with the keys the sweep's command
-    line sweeps moved to the front; unchanged where the sweep's record is not there."""
-    record = Path(sweep_dir) / "multirun.yaml"  # written by the sweeper before any job starts
-    if not override_dirname or not record.is_file():
-        return override_dirname
-    task = list(OmegaConf.load(record).hydra.overrides.task)
-    keys = sorted({line.split("=", 1)[0] for line in task}, key=len, reverse=True)
-    # Split where a known key starts: values may hold commas themselves ([4,5]).
-    items = re.split(r",(?=(?:%s)=)" % "|".join(map(re.escape, keys)), override_dirname)
-    swept = set(swept_keys(task))
-    return ",".join(sorted(items, key=lambda item: item.split("=", 1)[0].lstrip("+~") not in swept))
-
-
-# Registered on import: sweep workers (joblib, submitit) import this module to run the task,
-# and resolve the job's folder name there.
-OmegaConf.register_new_resolver("nerf_lab.job_dir_name", job_dir_name, replace=True)
-# A run's or sweep's default folder, claimed once (cached: every later read sees the same).
-OmegaConf.register_new_resolver("nerf_lab.fresh_dir", fresh_dir, replace=True, use_cache=True)
-
 
 def unknown_option_error(arguments: list[str], conf_dir: Path = CONF_DIR) -> str | None:
     """The one-line error for a `group=option` on the command line that names no config file

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.nerf.metrics import image_psnr
 from nerf_lab.runs.checkpoints import load_trained
 from nerf_lab.config.build import CONF_DIR, EVAL_CHECKS, check_values

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from nerf_lab.analysis.orbit import orbit_frames, write_gif, write_mp4
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_trained
 from nerf_lab.config.build import CONF_DIR, RENDER_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_device, resolve_precision

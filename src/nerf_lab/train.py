@@ -25,8 +25,9 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
-from nerf_lab.training.callbacks import AtomicCheckpointIO
+from nerf_lab.training.callbacks import AtomicCheckpointIO, TrainingClock
 from nerf_lab.runs.checkpoints import check_resumable, read_checkpoint
 from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
@@ -41,7 +42,6 @@ from nerf_lab.runs.stops import (
     stop_signals,
 )
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
-from nerf_lab.training.timing import TrainingClock
 
 # The keys a run reports, in metrics.json and in the sweep table.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")

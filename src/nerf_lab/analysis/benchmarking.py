@@ -13,7 +13,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from nerf_lab.nerf.renderer import NeRFRenderer, render_in_chunks
+from nerf_lab.nerf.marching import render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
 
 

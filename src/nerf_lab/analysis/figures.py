@@ -73,7 +73,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
     import torch
 
     from nerf_lab.data.datamodule import ViewDataset
-    from nerf_lab.nerf.renderer import render_in_chunks
+    from nerf_lab.nerf.marching import render_in_chunks
     from nerf_lab.nerf.rays import RayBundle
     from nerf_lab.runs.checkpoints import load_trained
     from nerf_lab.visuals.panels import colourise_depth

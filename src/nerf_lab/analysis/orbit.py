@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nerf_lab.nerf.renderer import render_in_chunks
+from nerf_lab.nerf.marching import render_in_chunks
 from nerf_lab.data.geometry import focus_of
 from nerf_lab.nerf.rays import image_rays, look_at
 from nerf_lab.runs.checkpoints import Trained

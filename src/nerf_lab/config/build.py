@@ -39,12 +39,6 @@ def _is_positive_int_or_none(value: Any) -> bool:
     return value is None or (_is_int(value) and value >= 1)
 
 
-# `${nerf_lab.background:${data.white_background}}`: the renderer's background colour.
-OmegaConf.register_new_resolver(
-    "nerf_lab.background", lambda white: [1.0, 1.0, 1.0] if white else [0.0, 0.0, 0.0], replace=True
-)
-
-
 # Lightning's max_time as nerf_lab's config gives it: null, or "DD:HH:MM:SS" above zero.
 def _is_time_limit(value: Any) -> bool:
     if value is None:

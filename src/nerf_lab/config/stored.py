@@ -43,6 +43,9 @@ CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
 RENAMED_TARGETS = {
     "nerf_lab.records.stops.CheckpointOnStop": "nerf_lab.runs.stops.CheckpointOnStop",
     "nerf_lab.nerf.model.NeRFModel": "nerf_lab.nerf.renderer.NeRFRenderer",
+    "nerf_lab.training.callbacks.LogViewImages": "nerf_lab.training.callbacks.LogViewImages",
+    **{f"nerf_lab.nerf.samplers.{name}": f"nerf_lab.nerf.ray_samplers.{name}"
+       for name in ("StratifiedSampler", "UniformSampler", "BoxClippedSampler", "OccupancyGridSampler")},
 }
 # Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
 RETIRED_KEYS = {
@@ -80,6 +83,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
+    from nerf_lab.config import resolvers  # noqa: F401 (the config's resolvers, registered)
     from nerf_lab.config.build import CONF_DIR
 
     backup = get_gh_backup()

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nerf_lab.data.files import read_cached_array, save_array_atomically
+from nerf_lab.files import read_cached_array, save_array_atomically
 from nerf_lab.data.geometry import SceneTransform
 from nerf_lab.data.images import decode_and_resize, image_size, output_height
 from nerf_lab.data.intrinsics import Intrinsics, read_intrinsics

@@ -31,7 +31,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from nerf_lab.data.files import remove_stale_partials, written_atomically
+from nerf_lab.files import remove_stale_partials, written_atomically
 from nerf_lab.errors import DataError
 
 # Bump when the scene's content changes, so cached renders are regenerated.

@@ -1,4 +1,4 @@
-"""Empty-space skipping: an occupancy grid over the scene's box, and rays clipped to that box.
+"""Empty-space skipping: an occupancy grid over the scene's box.
 
 The grid splits the axis-aligned box [b_min, b_max] into R³ equal cells. Each cell keeps a
 running estimate ρ of the field's density in it, refreshed from the field itself; a cell is
@@ -15,48 +15,17 @@ The update rule is that of nerfacc's `OccGridEstimator` and instant-ngp, written
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from nerf_lab.nerf.marching import bucket_size
 from nerf_lab.nerf.parameters import BOX_EXPECTED, is_box, is_int, is_number, require
 
 # Points evaluated at once when refreshing the grid: the memory of one refresh is bounded.
 UPDATE_CHUNK = 1 << 18
-
-
-def ray_box_intersection(
-    origins: Float[Tensor, "*rays 3"],
-    directions: Float[Tensor, "*rays 3"],
-    box: Float[Tensor, "2 3"],
-    near: float,
-    far: float,
-) -> tuple[Float[Tensor, "*rays"], Float[Tensor, "*rays"], Bool[Tensor, "*rays"]]:
-    """The part [t_min, t_max] of [near, far] where the ray o + t·d lies inside the box (slab
-    method), and whether there is one (`hit`).
-
-    On each axis k the ray is between the box's planes for t between (b_min,k − o_k) / d_k and
-    (b_max,k − o_k) / d_k; it is inside the box on the intersection of the three intervals,
-    t_enter = max_k min(…), t_exit = min_k max(…), then clipped to [near, far]. A ray parallel
-    to an axis (d_k = 0) is inside that slab for every t or for none. Rays that miss get
-    t_min = t_max = far (zero-length, so they render the background and read as far).
-
-    Example: o = (0, 0, −4), d = (0, 0, 1), box [−1, 1]³, near 2, far 6 → t ∈ [3, 5], hit.
-    """
-    # 1/d with ±inf for d = 0; the nan of 0·inf (origin on a plane) is removed below.
-    inverse = 1.0 / directions
-    t_low = (box[0] - origins) * inverse
-    t_high = (box[1] - origins) * inverse
-    t_in = torch.minimum(t_low, t_high).nan_to_num(nan=-math.inf)
-    t_out = torch.maximum(t_low, t_high).nan_to_num(nan=math.inf)
-    t_min = t_in.amax(dim=-1).clamp_min(near)
-    t_max = t_out.amin(dim=-1).clamp_max(far)
-    hit = t_max > t_min
-    far_t = torch.full_like(t_min, far)
-    return torch.where(hit, t_min, far_t), torch.where(hit, t_max, far_t), hit
 
 
 def cell_indices(
@@ -77,14 +46,6 @@ def occupied_at(
     """Whether each point lies in an occupied cell; points outside the box never do."""
     index, inside = cell_indices(points, box, occupied.shape[0])
     return occupied.reshape(-1)[index] & inside
-
-
-def bucket_size(n: int) -> int:
-    """n rounded up to one of 8 sizes an octave (at most 12.5 % more; 4600 → 4608): batches
-    of a varying number of points padded to these sizes repeat their shapes, and the CPU's
-    matrix-product library builds a kernel for each new shape."""
-    step = 1 << max(n.bit_length() - 4, 0)
-    return -(-n // step) * step
 
 
 def cell_points(

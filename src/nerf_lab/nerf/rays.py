@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
@@ -126,3 +126,34 @@ def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"] | None = No
     pose = torch.eye(4, dtype=position.dtype)
     pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, up, -forward, position
     return pose
+
+
+def ray_box_intersection(
+    origins: Float[Tensor, "*rays 3"],
+    directions: Float[Tensor, "*rays 3"],
+    box: Float[Tensor, "2 3"],
+    near: float,
+    far: float,
+) -> tuple[Float[Tensor, "*rays"], Float[Tensor, "*rays"], Bool[Tensor, "*rays"]]:
+    """The part [t_min, t_max] of [near, far] where the ray o + t·d lies inside the box (slab
+    method), and whether there is one (`hit`).
+
+    On each axis k the ray is between the box's planes for t between (b_min,k − o_k) / d_k and
+    (b_max,k − o_k) / d_k; it is inside the box on the intersection of the three intervals,
+    t_enter = max_k min(…), t_exit = min_k max(…), then clipped to [near, far]. A ray parallel
+    to an axis (d_k = 0) is inside that slab for every t or for none. Rays that miss get
+    t_min = t_max = far (zero-length, so they render the background and read as far).
+
+    Example: o = (0, 0, −4), d = (0, 0, 1), box [−1, 1]³, near 2, far 6 → t ∈ [3, 5], hit.
+    """
+    # 1/d with ±inf for d = 0; the nan of 0·inf (origin on a plane) is removed below.
+    inverse = 1.0 / directions
+    t_low = (box[0] - origins) * inverse
+    t_high = (box[1] - origins) * inverse
+    t_in = torch.minimum(t_low, t_high).nan_to_num(nan=-math.inf)
+    t_out = torch.maximum(t_low, t_high).nan_to_num(nan=math.inf)
+    t_min = t_in.amax(dim=-1).clamp_min(near)
+    t_max = t_out.amin(dim=-1).clamp_max(far)
+    hit = t_max > t_min
+    far_t = torch.full_like(t_min, far)
+    return torch.where(hit, t_min, far_t), torch.where(hit, t_max, far_t), hit

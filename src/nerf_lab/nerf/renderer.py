@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from nerf_lab.nerf.occupancy import bucket_size
+from nerf_lab.nerf.marching import RenderOutputs, march, query_where
 from nerf_lab.nerf.parameters import ParameterError, is_number, require
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.nerf.rendering import (
@@ -20,10 +19,8 @@ from nerf_lab.nerf.rendering import (
     opacity,
     render_weights,
 )
-from nerf_lab.nerf.samplers import StratifiedSampler
+from nerf_lab.nerf.ray_samplers import RaySampler
 from nerf_lab.nerf.sampling import midpoints
-
-RenderOutputs = dict[str, Tensor]
 
 # The farthest sample depth accepted, in scene units: float32 positions o + t·d keep about
 # 2^-23·t of resolution, 1e-3 scene units at t = 1e4, the scale of a unit scene's detail; and
@@ -42,11 +39,11 @@ class NeRFRenderer(nn.Module):
     Coarse pass: `sampler.coarse_edges` in [near, far] through `coarse_field`. Fine pass:
     `sampler.fine_edges` from the coarse weights, all of them through `fine_field`. In each pass
     only the samples `sampler.reaching_field` keeps are evaluated (`query_where`); the others
-    have density 0 (empty space, or outside the scene's box).
+    have density 0 (empty space, or outside the scene's box). `sampler` is any `RaySampler`.
 
     Early ray termination when rendering views (eval mode, not training): each pass marches its
     samples front to back and stops evaluating a ray once its transmittance is below
-    `stop_transmittance` (`march`; 0 turns it off). It lives here, not in the sampler: it needs
+    `stop_transmittance` (`nerf_lab.nerf.marching.march`; 0 turns it off). It lives here, not in the sampler: it needs
     the densities of the samples before, which only the renderer has.
 
     `forward` returns `rgb` (composited onto `background`), `depth`, `opacity` and `weights`
@@ -59,7 +56,7 @@ class NeRFRenderer(nn.Module):
     def __init__(
         self,
         field: Callable[[], nn.Module],
-        sampler: StratifiedSampler,
+        sampler: RaySampler,
         near: float,
         far: float,
         background: Sequence[float] = (1.0, 1.0, 1.0),
@@ -179,90 +176,3 @@ class NeRFRenderer(nn.Module):
                 "weights": weights,
                 "field_evals_per_ray": evals,
             }
-
-
-# Samples a ray marches at once when rendering with early termination: the field is asked
-# segment by segment, each time only for the rays still transparent enough to see further.
-MARCH_SEGMENT = 16
-
-
-def march(
-    field: nn.Module,
-    positions: Float[Tensor, "rays samples 3"],
-    view_directions: Float[Tensor, "rays 1 3"],
-    deltas: Float[Tensor, "rays samples"],
-    keep: Bool[Tensor, "rays samples"] | None,
-    stop_transmittance: float,
-) -> tuple[Float[Tensor, "rays samples 3"], Float[Tensor, "rays samples"], Bool[Tensor, "rays samples"]]:
-    """The field along each ray front to back, `MARCH_SEGMENT` samples at a time, with early ray
-    termination: once a ray's transmittance T = exp(−Σ σ_j δ_j) falls below `stop_transmittance`
-    (its surface is behind it), its later samples are not evaluated (density 0, colour 0).
-
-    The light those samples could add is at most T < `stop_transmittance` of the ray's colour,
-    so colour and opacity change by less than that (1e-4: invisible in an 8-bit image). Returns
-    colours, densities and which samples were evaluated (within `keep`, if given).
-    """
-    n_rays, n_samples = deltas.shape
-    rgb = positions.new_zeros(n_rays, n_samples, 3)
-    density = deltas.new_zeros(n_rays, n_samples)
-    evaluated = torch.zeros(n_rays, n_samples, dtype=torch.bool, device=deltas.device)
-    optical_depth = deltas.new_zeros(n_rays)
-    threshold = -math.log(stop_transmittance)  # T < t  ⇔  Σ σδ > −ln t
-    for start in range(0, n_samples, MARCH_SEGMENT):
-        part = slice(start, start + MARCH_SEGMENT)
-        alive = (optical_depth <= threshold)[:, None].expand(-1, deltas[:, part].shape[1])
-        wanted = alive if keep is None else alive & keep[:, part]
-        rgb_part, density_part = query_where(field, positions[:, part], view_directions, wanted)
-        rgb[:, part], density[:, part], evaluated[:, part] = rgb_part.float(), density_part.float(), wanted
-        optical_depth = optical_depth + (density[:, part] * deltas[:, part]).sum(dim=-1)
-    return rgb, density, evaluated
-
-
-def query_where(
-    field: nn.Module,
-    positions: Float[Tensor, "rays samples 3"],
-    view_directions: Float[Tensor, "rays 1 3"],
-    keep: Bool[Tensor, "rays samples"],
-) -> tuple[Float[Tensor, "rays samples 3"], Float[Tensor, "rays samples"]]:
-    """The field at the samples where `keep` is set, and colour 0, density 0 elsewhere: the
-    kept points are gathered into one (n, 3) batch, so the network's work is n points, and the
-    results are scattered back into the (rays, samples) layout that compositing uses.
-
-    The batch is padded to `bucket_size(n)` with copies of a kept point (whose results are
-    dropped): the CPU's matrix-product library builds a kernel for each new shape, and a new
-    n every step made each product about twice as slow (measured here).
-    """
-    index = keep.reshape(-1).nonzero()[:, 0]
-    n = index.shape[0]
-    padded = torch.cat([index, index[:1].expand(bucket_size(n) - n)])
-    flat_positions = positions.reshape(-1, 3)[padded]
-    flat_directions = view_directions.expand_as(positions).reshape(-1, 3)[padded]
-    rgb_kept, density_kept = field(flat_positions, flat_directions)
-    rgb = rgb_kept.new_zeros(keep.numel(), 3).index_put((index,), rgb_kept[:n])
-    density = density_kept.new_zeros(keep.numel()).index_put((index,), density_kept[:n])
-    return rgb.reshape(*keep.shape, 3), density.reshape(keep.shape)
-
-
-@torch.no_grad()
-def render_in_chunks(
-    render_fn: Callable[[RayBundle], RenderOutputs],
-    rays: RayBundle,
-    chunk: int,
-    keys: Sequence[str] = ("rgb", "depth", "opacity"),
-) -> RenderOutputs:
-    """Render rays of any leading shape (a whole (H, W) view) `chunk` rays at a time.
-
-    Only the per-ray outputs named in `keys` are kept, so the memory needed beyond the
-    outputs themselves is that of one chunk: an 800×800 view renders in the memory of
-    `chunk` rays.
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive number of rays, got {chunk}")
-    shape = rays.shape
-    flat = rays.reshape(-1)
-    pieces: dict[str, list[Tensor]] = {key: [] for key in keys}
-    for start in range(0, flat.shape[0], chunk):
-        outputs = render_fn(flat[start : start + chunk])
-        for key in keys:
-            pieces[key].append(outputs[key])
-    return {key: torch.cat(parts).reshape(*shape, *parts[0].shape[1:]) for key, parts in pieces.items()}

@@ -1,17 +1,9 @@
-"""One folder, one run: default folder names claimed atomically, and a run refused in a folder
-that holds another run's files.
-
-Default folders (`conf/hydra/default.yaml`) are `${nerf_lab.fresh_dir:outputs/<date>/<time>}`:
-the resolver creates the folder with `mkdir` (which fails if it exists, atomically, also between
-processes) and takes `<time>_2`, `<time>_3`, … where it is taken, so two runs started in the
-same second get two folders. Hydra caches the value (`use_cache`), so each run resolves it once
-and a sweep's jobs (in this process or joblib's workers, which get the sweep's config with its
-cache) all see the sweep's one folder.
-"""
+"""One folder, one run: a run refused in a folder that holds another run's files (default
+folder names are claimed atomically by the `nerf_lab.fresh_dir` resolver,
+`nerf_lab.config.resolvers`)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -21,44 +13,6 @@ from nerf_lab.errors import ConfigError
 RUN_FILES = (".hydra", "checkpoints", "tensorboard", "metrics.json", "error.txt")
 # What a sweep leaves in its folder before any job runs.
 SWEEP_FILES = ("multirun.yaml", "summary.json", "summary.md")
-
-
-# Folders this process claimed, with the parents each claim made. OmegaConf also resolves a
-# value while Hydra composes the config, wherever a later config overrides it (an experiment's
-# hydra.sweep.dir, eval's hydra.run.dir): those claims are spurious and left empty;
-# `release_claims` removes them.
-_CLAIMS: list[tuple[Path, list[Path]]] = []
-
-
-def fresh_dir(path: str) -> str:
-    """`path`, or `path_2`, `path_3`, …: the first of them that this call could create."""
-    base = Path(path)
-    made = [parent for parent in reversed(base.parents) if not parent.exists()]
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for number in itertools.count(1):
-        candidate = base if number == 1 else base.with_name(f"{base.name}_{number}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        _CLAIMS.append((candidate, made))
-        return str(candidate)
-    raise AssertionError("unreachable")
-
-
-def release_claims(keep: str | Path | None = None) -> None:
-    """Remove the folders this process claimed that are still empty (and the parents their
-    claim made, where empty), except `keep`: `rmdir` removes nothing that holds a file."""
-    kept = Path(keep).resolve() if keep is not None else None
-    for folder, parents in reversed(list(_CLAIMS)):  # latest first: an earlier claim made the parents
-        if folder.resolve() == kept:
-            continue
-        for empty in [folder, *reversed(parents)]:
-            try:
-                empty.rmdir()
-            except OSError:
-                break
-        _CLAIMS.remove((folder, parents))
 
 
 def run_files(folder: Path) -> list[str]:

@@ -11,7 +11,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nerf_lab.errors import NerfLabError, environment_fault, user_error_exit
-from nerf_lab.runs.folders import check_run_folder, check_sweep_folder, release_claims
+from nerf_lab.config.resolvers import release_claims
+from nerf_lab.runs.folders import check_run_folder, check_sweep_folder
 from nerf_lab.runs.records import read_sweep, sweep_table, write_json_atomically
 
 log = logging.getLogger("nerf_lab")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from nerf_lab.data.files import written_atomically
+from nerf_lab.files import written_atomically
 
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"

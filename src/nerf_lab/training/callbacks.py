@@ -1,4 +1,7 @@
-"""Lightning callbacks and plugins that training needs beyond Lightning's own."""
+"""Lightning callbacks and plugins that training needs beyond Lightning's own: the last-step
+validation, the learning rate, the progress bar, the validation curve, the view images for
+TensorBoard, the training clock (the benchmark's timers: nerf_lab.analysis.benchmarking) and
+atomic checkpoint writes."""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
+from pytorch_lightning.trainer.states import TrainerFn
 
-from nerf_lab.data.files import written_atomically
+from nerf_lab.files import written_atomically
+from nerf_lab.nerf.metrics import image_psnr
+from nerf_lab.visuals.panels import view_panel
 
 
 class ValidateOnLastStep(pl.Callback):
@@ -104,3 +110,76 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if error.filename is None and error.errno is not None:
                 raise OSError(error.errno, error.strerror, str(path)) from error
             raise
+
+
+class LogViewImages(pl.Callback):
+    """Every validation view at each validation (`val/view_<n>`) and every test view at the
+    end (`test/view_<n>`, n the view's index in its split), as ground truth, prediction with its
+    PSNR, depth with its colour bar, and opacity. The views come from the module's validation
+    and test steps, which return what they rendered. (With data-parallel ranks, rank 0 logs
+    the views it rendered itself.)"""
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, "val", outputs, batch)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
+        self._log(trainer, "test", outputs, batch)
+
+    @staticmethod
+    def _log(trainer: pl.Trainer, split: str, outputs: Any, batch: Any) -> None:
+        writer = trainer.logger.experiment if trainer.logger is not None else None
+        if outputs is None or not hasattr(writer, "add_image"):
+            return
+        prediction, target = outputs["rgb"].float().clamp(0, 1), batch["rgb"].float()
+        psnr = image_psnr(prediction, target)
+        near, far = trainer.lightning_module.renderer.near, trainer.lightning_module.renderer.far
+        panel = view_panel(target, prediction, outputs["depth"], outputs["opacity"], near, far, f"prediction, {psnr:.2f} dB")
+        writer.add_image(f"{split}/view_{int(batch['view'])}", panel, trainer.global_step, dataformats="HWC")
+
+
+class TrainingClock(pl.Callback):
+    """Seconds spent training, validation excluded, and the steps they took: steps/s that mean
+    the same with any validation interval.
+
+    The seconds go into checkpoints, so a resumed run reports the training time of all its
+    steps, not only of those since the resume. (A checkpoint without them, from an older
+    version, counts the steps since the resume only.)"""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.first_step = 0
+        self._restored = False
+        self._since: float | None = None
+
+    def _pause(self) -> None:
+        if self._since is not None:
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def _resume(self) -> None:
+        self._since = time.perf_counter()
+
+    def state_dict(self) -> dict[str, float]:
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return {"seconds": self.seconds + running}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds = float(state_dict["seconds"])
+        self._restored = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The first step that `seconds` covers: 0 when they came back from the checkpoint.
+        self.first_step = 0 if self._restored else trainer.global_step
+        self._resume()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._pause()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._resume()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pause()

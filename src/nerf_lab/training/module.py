@@ -15,7 +15,8 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.metrics import psnr_from_mse
-from nerf_lab.nerf.renderer import NeRFRenderer, RenderOutputs, render_in_chunks
+from nerf_lab.nerf.marching import RenderOutputs, render_in_chunks
+from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
 from nerf_lab.training.hardware import render_chunk
 
@@ -209,7 +210,7 @@ class NeRFLitModule(pl.LightningModule):
         with full_precision(self.device):
             self.val_psnr.update(prediction, target)
             self.val_ssim.update(prediction, target)
-        return outputs  # for callbacks: the view images (training.logging.LogViewImages)
+        return outputs  # for callbacks: the view images (training.callbacks.LogViewImages)
 
     def _log_at_global_step(self, values: dict[str, torch.Tensor]) -> None:
         """Log whole-view metrics at the number of updates done (Lightning's own step for them

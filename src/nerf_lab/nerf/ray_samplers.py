@@ -24,17 +24,57 @@ sampler"): e.g. `UniformSampler` below, equal intervals even in training.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from nerf_lab.nerf.occupancy import OccupancyGrid, ray_box_intersection
+from nerf_lab.nerf.occupancy import OccupancyGrid
 from nerf_lab.nerf.parameters import BOX_EXPECTED, ParameterError, is_box, is_int, require
-from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.nerf.rays import RayBundle, ray_box_intersection
 from nerf_lab.nerf.sampling import merge_edges, sample_pdf, stratified_edges, stratified_edges_between
 
 DensityFn = Callable[[Float[Tensor, "n 3"]], Float[Tensor, "n"]]
+
+
+@runtime_checkable
+class RaySampler(Protocol):
+    """What `NeRFRenderer` asks of a sampler (an `nn.Module`, so that its state, such as an
+    occupancy grid, travels with the renderer's). `StratifiedSampler` and its subclasses below
+    are the ones nerf_lab has; a new one needs only these."""
+
+    n_coarse: int  # samples a ray in the first pass
+    n_fine: int  # samples a ray added by the second pass (0: one pass, one field)
+
+    @property
+    def samples_per_ray(self) -> int:
+        """Samples of a ray in its largest pass (for sizing render chunks and counting FLOPs)."""
+        ...
+
+    def coarse_edges(self, rays: RayBundle, near: float, far: float) -> Float[Tensor, "rays edges"]:
+        """The first pass's interval edges along each ray, within [near, far]."""
+        ...
+
+    def fine_edges(
+        self, edges: Float[Tensor, "rays edges"], weights: Float[Tensor, "rays samples"]
+    ) -> Float[Tensor, "rays fine_edges"]:
+        """The second pass's edges, from the first pass's `edges` and compositing `weights`."""
+        ...
+
+    def reaching_field(
+        self, positions: Float[Tensor, "rays samples 3"], edges: Float[Tensor, "rays edges"]
+    ) -> Bool[Tensor, "rays samples"] | None:
+        """Which samples the field is evaluated at (None: all); the others get density 0."""
+        ...
+
+    def update(self, density_fn: DensityFn, step: int) -> bool:
+        """A training step's bookkeeping; True when the sampler reset itself."""
+        ...
+
+    def statistics(self) -> dict[str, Tensor]:
+        """0-d tensors worth logging in training (`train/<name>`)."""
+        ...
 
 
 class StratifiedSampler(nn.Module):
