@@ -154,6 +154,36 @@ def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
     assert trained.module.renderer.sampler.grid.occupied.shape == (8, 8, 8)
 
 
+# The modules and classes of earlier nerf_lab versions that a stored config names.
+OLD_TARGETS = {
+    ("module", "renderer"): "nerf_lab.nerf.model.NeRFModel",
+    ("sampling", "sampler"): "nerf_lab.nerf.samplers.StratifiedSampler",
+    ("callbacks", "checkpoint_on_stop"): "nerf_lab.records.stops.CheckpointOnStop",
+    ("callbacks", "view_images"): "nerf_lab.training.logging.LogViewImages",
+}
+
+
+def test_a_checkpoint_of_the_old_module_layout_loads_with_the_same_weights(trained_run, tmp_path):
+    """A checkpoint written before the renderer and the run records moved: its config names
+    the old modules, its weights sit under `model.`; it loads, through today's classes."""
+    from nerf_lab.runs.checkpoints import load_trained
+
+    checkpoint = _stored(trained_run)
+    config = checkpoint["hyper_parameters"]["config"]
+    for (group, key), target in OLD_TARGETS.items():
+        assert config[group][key]["_target_"].rsplit(".", 1)[1] == target.rsplit(".", 1)[1] or key == "renderer"
+        config[group][key]["_target_"] = target
+    checkpoint["state_dict"] = {name.replace("renderer.", "model.", 1): value for name, value in checkpoint["state_dict"].items()}
+    assert any(name.startswith("model.coarse_field.") for name in checkpoint["state_dict"])
+
+    trained = load_trained(_save(checkpoint, tmp_path))
+    assert type(trained.module.renderer).__name__ == "NeRFRenderer"
+    assert trained.run_config.callbacks.checkpoint_on_stop._target_ == "nerf_lab.runs.stops.CheckpointOnStop"
+    for name, value in trained.module.state_dict().items():
+        if name.startswith("renderer."):
+            torch.testing.assert_close(value, checkpoint["state_dict"]["model." + name.removeprefix("renderer.")], msg=name)
+
+
 def _with(checkpoint: dict, edit) -> dict:
     changed = copy.deepcopy(checkpoint)
     edit(changed)

@@ -43,7 +43,7 @@ CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
 RENAMED_TARGETS = {
     "nerf_lab.records.stops.CheckpointOnStop": "nerf_lab.runs.stops.CheckpointOnStop",
     "nerf_lab.nerf.model.NeRFModel": "nerf_lab.nerf.renderer.NeRFRenderer",
-    "nerf_lab.training.callbacks.LogViewImages": "nerf_lab.training.callbacks.LogViewImages",
+    "nerf_lab.training.logging.LogViewImages": "nerf_lab.training.callbacks.LogViewImages",
     **{f"nerf_lab.nerf.samplers.{name}": f"nerf_lab.nerf.ray_samplers.{name}"
        for name in ("StratifiedSampler", "UniformSampler", "BoxClippedSampler", "OccupancyGridSampler")},
 }
