@@ -179,3 +179,31 @@ def test_job_folder_names_stay_short_and_unique():
     assert job_dir_name(1, "data.scene_dir=/a/b") == "1_data.scene_dir=_a_b"
     long_a, long_b = job_dir_name(5, "x=" + "a" * 300), job_dir_name(5, "x=" + "a" * 299 + "b")
     assert len(long_a) == 120 and long_a != long_b
+
+
+def test_a_new_model_is_one_yaml_file_and_gets_the_default_sampling_and_schedule(tmp_path):
+    """A model option without a sampling or optim option of its name composes with
+    sampling/coarse.yaml and optim/adam.yaml; the models that have them keep theirs."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
+    from nerf_lab.config.build import CONF_DIR, build_module
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "model" / "wide.yaml").write_text(
+        "defaults:\n  - tiny\n  - _self_\nwidth: 32\ndepth: 2\n"
+    )
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["model=wide", "paths.output_dir=."], return_hydra_config=True)
+        tiny = compose("train", overrides=["model=tiny"], return_hydra_config=True)
+    assert (cfg.hydra.runtime.choices.sampling, cfg.hydra.runtime.choices.optim) == ("coarse", "adam")
+    assert (tiny.hydra.runtime.choices.sampling, tiny.hydra.runtime.choices.optim) == ("tiny", "tiny")
+    assert (cfg.sampling.n_c, cfg.sampling.n_f, cfg.optim.lr, cfg.optim.lr_final) == (64, 0, 5.0e-4, 5.0e-5)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    field = build_module(cfg).renderer.coarse_field
+    assert len(field.trunk) == 2 and field.trunk[0].out_features == 32

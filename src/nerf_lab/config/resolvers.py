@@ -2,6 +2,9 @@
 imports this module before Hydra composes its config (and `compose`, rebuilding a run from a
 checkpoint, does too).
 
+* `${nerf_lab.companion:sampling,${model},coarse}` (in train.yaml's defaults list): the option
+  of a group named like the model (sampling/original.yaml for model=original), else the
+  default given, so that a new model is one file in conf/model/;
 * `${nerf_lab.background:${data.white_background}}`: the renderer's background colour;
 * `${nerf_lab.fresh_dir:outputs/<date>/<time>}`: a run's or sweep's default folder, claimed once;
 * `${nerf_lab.job_dir_name:${hydra.job.num},${hydra.job.override_dirname},${hydra.sweep.dir}}`:
@@ -25,6 +28,20 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from nerf_lab.training.tensorboard import swept_keys
+
+
+def companion(group: str, model: str, default: str) -> str:
+    """`model` where `group` has an option of that name (in the config search path of the
+    Hydra app composing, else conf/), else `default`."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    else:
+        from nerf_lab.config.build import CONF_DIR
+
+        options = [path.stem for path in (CONF_DIR / group).glob("*.yaml")]
+    return model if model in options else default
 
 
 def background(white: bool) -> list[float]:
@@ -103,6 +120,7 @@ def swept_first(override_dirname: str, sweep_dir: str) -> str:
 
 def register() -> None:
     """Register (again: `replace`) every resolver above with OmegaConf."""
+    OmegaConf.register_new_resolver("nerf_lab.companion", companion, replace=True)
     OmegaConf.register_new_resolver("nerf_lab.background", background, replace=True)
     # Sweep workers (joblib, submitit) import the command's module to run the task, and with it
     # this one: they resolve the job's folder name there.
