@@ -150,3 +150,34 @@ def test_the_test_score_is_that_of_the_best_checkpoint_the_report_renders(make_c
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(trained.module, datamodule=trained.datamodule(test_views=2), verbose=False)
     assert float(trainer.callback_metrics["test/psnr"]) == metrics["test/psnr"]
+
+
+def test_the_check_before_a_run_hands_over_what_it_built_and_the_run_builds_nothing_again(make_cfg, monkeypatch):
+    """One build of a run: the Hydra callback's check builds the data module and the
+    LightningModule, and `train` trains those very objects (a sweep's job, unchecked, builds
+    its own once)."""
+    import nerf_lab.config.build as build
+    import nerf_lab.train as train_command
+    from nerf_lab.runs.hydra_callbacks import check_before_run
+
+    builds = []
+    real = build.build_run
+
+    def counted(*args, **kwargs):
+        builds.append(real(*args, **kwargs))
+        return builds[-1]
+
+    monkeypatch.setattr(build, "build_run", counted)
+    monkeypatch.setattr(train_command, "build_run", counted)
+    trained = []
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, module, **kwargs: trained.append(module))
+    cfg = make_cfg("trainer.max_steps=2", "test=false")
+    prepared = check_before_run(cfg)
+    with pytest.raises(Exception, match="trained 0 steps"):  # fit is stubbed out
+        train(cfg)
+    assert len(builds) == 1 and trained == [prepared.run.module]
+
+    builds.clear()
+    with pytest.raises(Exception, match="trained 0 steps"):
+        train(make_cfg("trainer.max_steps=2", "test=false"))
+    assert len(builds) == 1 and trained[-1] is builds[0].module

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_initial_weights
-from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.config.build import CONF_DIR, build_run
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.records import format_table, write_json_atomically
 from nerf_lab.analysis.benchmarking import (
@@ -37,17 +37,15 @@ from nerf_lab.analysis.benchmarking import (
 
 
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
-    validate_config(cfg)
     keep_freed_memory()
-    pl.seed_everything(cfg.seed, verbose=False)
+    run = build_run(cfg)  # the values checked, the seed set, the data module and LightningModule built
+    datamodule, module = run.datamodule, run.module
     warmup, steps, profile_steps = cfg.bench.warmup_steps, cfg.bench.steps, cfg.bench.profile_steps
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    module = build_module(cfg)
     if cfg.bench.get("init_from"):  # time a trained field (and its grid), not a fresh one
         load_initial_weights(module, cfg.bench.init_from, "bench.init_from")
     if cfg.compile:  # as `nerf_lab.train` does: the compiled step is what is timed
         module.renderer.compile_fields()
-    datamodule = build_datamodule(cfg)
 
     # Timed steps after the warm-up, then the profiled ones; the schedule spans all of them.
     timer = StepTimer(warmup, stop_step=warmup + steps)

@@ -25,6 +25,7 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.nerf.metrics import image_psnr
 from nerf_lab.runs.checkpoints import load_trained
+from nerf_lab.runs.hydra_callbacks import take_prepared
 from nerf_lab.config.build import CONF_DIR, EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.visuals.panels import comparison_strip, to_uint8
@@ -53,8 +54,12 @@ class SaveViews(pl.Callback):
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    check_values(cfg, EVAL_CHECKS)
-    trained = load_trained(cfg.ckpt_path, cfg.chunk)
+    prepared = take_prepared(cfg)  # the model the check before the run loaded, if it ran
+    if prepared is not None:
+        trained = prepared.trained
+    else:
+        check_values(cfg, EVAL_CHECKS)
+        trained = load_trained(cfg.ckpt_path, cfg.chunk)
     datamodule = trained.datamodule(cfg.scene_dir, cfg.views, cfg.get("resolution"))
     output_dir = Path(cfg.paths.output_dir)
 

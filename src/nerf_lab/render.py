@@ -17,13 +17,18 @@ from nerf_lab.analysis.orbit import orbit_frames, write_gif, write_mp4
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_trained
+from nerf_lab.runs.hydra_callbacks import take_prepared
 from nerf_lab.config.build import CONF_DIR, RENDER_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_device, resolve_precision
 
 
 def render_orbit(cfg: DictConfig) -> dict[str, Any]:
-    check_values(cfg, RENDER_CHECKS)
-    trained = load_trained(cfg.ckpt_path, cfg.chunk)
+    prepared = take_prepared(cfg)  # the model the check before the run loaded, if it ran
+    if prepared is not None:
+        trained = prepared.trained
+    else:
+        check_values(cfg, RENDER_CHECKS)
+        trained = load_trained(cfg.ckpt_path, cfg.chunk)
     keep_freed_memory()
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     orbit = orbit_frames(

@@ -20,7 +20,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -28,8 +28,9 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
 from nerf_lab.training.callbacks import AtomicCheckpointIO, TrainingClock
-from nerf_lab.runs.checkpoints import check_resumable, read_checkpoint
-from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.config.build import CONF_DIR, Run, build_run, run_config
+from nerf_lab.runs.checkpoints import Resume, check_resumable, read_checkpoint
+from nerf_lab.runs.hydra_callbacks import take_prepared
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.resume import ScheduleFromConfig
 from nerf_lab.config.stored import CHOICES_KEY, run_choices
@@ -62,33 +63,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stop or failure from now on is not beside a `metrics.json`) and ends with the old metrics
     that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
     way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.runs.stops`)."""
-    validate_config(cfg)
-    resume_changes = check_resumable(cfg) if cfg.ckpt_path else []
-    start_step = int(read_checkpoint(cfg.ckpt_path).get("global_step", 0)) if cfg.ckpt_path else 0
+    prepared = take_prepared(cfg)  # what the check before the run built, if it ran
+    if prepared is not None:
+        run, resume = prepared.run, prepared.resume
+    else:
+        run = build_run(cfg)
+        resume = check_resumable(cfg, run.module) if cfg.ckpt_path else None
     output_dir = Path(cfg.paths.output_dir)
     with stop_signals() as stops:
         try:
             previous = start_record(output_dir)
-            return _train(cfg, output_dir, stops, previous, resume_changes, start_step)
+            return _train(cfg, run, resume, output_dir, stops, previous)
         except (SIGTERMException, RunInterrupted):
             step = 0 if stops.trainer is None else stops.trainer.global_step
             raise interrupted(stops, step, output_dir, command_overrides()) from None
 
 
 def _train(
-    cfg: DictConfig, output_dir: Path, stops: StopSignals, previous: dict[str, Any], resume_changes: list[str], start_step: int
+    cfg: DictConfig, run: Run, resume: Resume | None, output_dir: Path, stops: StopSignals, previous: dict[str, Any]
 ) -> dict[str, Any]:
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = build_datamodule(cfg)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    # Checkpoints carry the config: make its paths absolute, so that evaluation and rendering
-    # find the scene from any working directory.
-    for group, key in (("data", "scene_dir"), ("data", "cache_dir")):
-        if run_config[group].get(key):
-            run_config[group][key] = str(Path(run_config[group][key]).resolve())
-    record_scene_geometry(run_config["data"], datamodule.scene_geometry())
-    module = build_module(OmegaConf.create(run_config), config=run_config)
+    datamodule, module = run.datamodule, run.module
+    # The config checkpoints carry: this run's, with the scene's values the build recorded.
+    module.hparams["config"] = run_config(cfg, run.config["data"])
     # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
     # the run from, with today's config (nerf_lab.config.stored); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
@@ -97,8 +93,8 @@ def _train(
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
-    if cfg.ckpt_path:  # the schedule of this run's config, at the resumed step
-        callbacks.append(ScheduleFromConfig(resume_changes))
+    if resume is not None:  # the schedule of this run's config, at the resumed step
+        callbacks.append(ScheduleFromConfig(resume.changes))
     if not cfg.trainer.enable_progress_bar:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     keep_freed_memory()
@@ -114,7 +110,7 @@ def _train(
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is
     # a plain dict), so resuming unpickles nothing that could run code.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    if trainer.global_step <= start_step:
+    if trainer.global_step <= (0 if resume is None else resume.start_step):
         raise TrainingFailed(
             f"the run trained 0 steps (stopped at step {trainer.global_step}; trainer.max_time={cfg.trainer.max_time}, "
             f"trainer.max_steps={cfg.trainer.max_steps}): expected at least one training step; its metrics are not results"
@@ -167,16 +163,6 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
         if getattr(callback, "monitor", None) == "val/psnr" and callback.best_model_path:
             return callback.best_model_path
     return None
-
-
-def record_scene_geometry(data: dict[str, Any], geometry: dict[str, Any]) -> None:
-    """Write the near, far, box and scene transform the data module uses (derived, with
-    data.normalize) into the run's `data` config, before the model is built from it: the
-    checkpoint's config then holds the values used, and eval, render and a resume use them."""
-    data["near"], data["far"], data["scene_box"] = geometry["near"], geometry["far"], geometry["scene_box"]
-    transform = geometry["scene_transform"]
-    if transform is not None:
-        data["scene_transform"] = transform.to_config()
 
 
 def _summary_line(metrics: dict[str, Any], output_dir: Path) -> str:

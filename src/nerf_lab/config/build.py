@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from nerf_lab.data.batches import RAY_SAMPLING
@@ -163,14 +164,80 @@ def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
     return found
 
 
+def check_run_values(cfg: DictConfig) -> None:
+    """The training config's values no constructor of ours checks (`CHECKS`), and the rules
+    that span keys; `ConfigError` naming the key."""
+    check_values(cfg, CHECKS)
+    if cfg.optim.lr_final > cfg.optim.lr:
+        raise ConfigError(f"optim.lr_final={cfg.optim.lr_final} is not allowed: expected at most optim.lr={cfg.optim.lr} (the rate decays)")
+
+
+@dataclass
+class Run:
+    """A training run's objects, built once from its composed config by `build_run`."""
+
+    datamodule: Any  # the LightningDataModule (`data`): nothing read yet but the scene's index
+    module: NeRFLitModule  # the LightningModule, its renderer's weights drawn from `seed`
+    config: dict[str, Any]  # the run's config as plain data: resolved, with absolute scene paths and the geometry used
+
+
+def build_run(cfg: DictConfig, check_files: bool = False) -> Run:
+    """The one build of a training run (train, bench and the check before a run): its values
+    checked, `seed` set, the data module built (with `check_files`, its scene checked: JSON
+    and PNG headers, nothing decoded), the scene's near, far, box and transform recorded into
+    the run's config, and the LightningModule built from that config (which it keeps, so
+    checkpoints carry it). `ConfigError` or `DataError` of one line naming the key or file."""
+    import pytorch_lightning as pl
+
+    check_run_values(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    if check_files:
+        datamodule.check_scene()
+    config = run_config(cfg)
+    record_scene_geometry(config["data"], datamodule.scene_geometry())
+    # Built from `cfg` itself (its interpolations tell a bad value's key: model.depth, not
+    # module.renderer.field.depth), with the scene's values as the data module uses them.
+    wiring = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(wiring):
+        wiring.pop("hydra", None)
+        for key in ("near", "far", "scene_box", "scene_transform"):
+            if key in config["data"]:
+                wiring.data[key] = config["data"][key]
+    module = build_module(wiring, config=config)
+    return Run(datamodule, module, config)
+
+
+def run_config(cfg: DictConfig, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's config as plain data, as checkpoints carry it: resolved, Hydra's node left
+    out, the scene's paths absolute (evaluation and rendering find the scene from any working
+    directory); with `data`, that `data` node (a built run's, with its scene geometry)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    if data is not None:
+        config["data"] = data
+    for key in ("scene_dir", "cache_dir"):
+        if config["data"].get(key):
+            config["data"][key] = str(Path(config["data"][key]).resolve())
+    return config
+
+
+def record_scene_geometry(data: dict[str, Any], geometry: dict[str, Any]) -> None:
+    """Write the near, far, box and scene transform the data module uses (derived, with
+    data.normalize) into the run's `data` config, before the model is built from it: the
+    checkpoint's config then holds the values used, and eval, render and a resume use them."""
+    data["near"], data["far"], data["scene_box"] = geometry["near"], geometry["far"], geometry["scene_box"]
+    transform = geometry["scene_transform"]
+    if transform is not None:
+        data["scene_transform"] = transform.to_config()
+
+
 def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
     """Raise `ConfigError` for the first value that does not fit, naming the key; with
     `check_files`, also `DataError` for a missing or malformed scene (no image is decoded).
     Builds the data module and the LightningModule (cheap: no image is read), so that every
     constructor's check runs before the run folder exists."""
-    check_values(cfg, CHECKS)
-    if cfg.optim.lr_final > cfg.optim.lr:
-        raise ConfigError(f"optim.lr_final={cfg.optim.lr_final} is not allowed: expected at most optim.lr={cfg.optim.lr} (the rate decays)")
+    check_run_values(cfg)
     datamodule = build_datamodule(cfg)
     build_module(cfg)
     if check_files:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.data.blender import check_images, read_split_index
@@ -77,21 +77,25 @@ def _refuse_compressed_records(path: Path, key: str) -> None:
         )
 
 
-def check_resumable(cfg: DictConfig) -> list[str]:
+@dataclass
+class Resume:
+    """What resuming a run needs, read from its checkpoint once."""
+
+    changes: list[str]  # the keys changed from the checkpoint's run that apply (`check_resume_changes`)
+    start_step: int  # the step the checkpoint was written at
+
+
+def check_resumable(cfg: DictConfig, module: NeRFLitModule) -> Resume:
     """For training with `ckpt_path`: the file is a safe nerf_lab checkpoint whose tensors fit
-    the model this config builds, its run and this config differ only in keys that may change
-    mid-run, and `trainer.max_steps` leaves steps to train (checked before the run folder is
-    made; see `nerf_lab.runs.resume`). Returns the changed keys that apply."""
+    `module` (the one this config built), its run and this config differ only in keys that may
+    change mid-run, and `trainer.max_steps` leaves steps to train (checked before the run
+    folder is made; see `nerf_lab.runs.resume`). The file is read once, here."""
     from nerf_lab.runs.resume import check_resume_changes
 
     checkpoint = read_checkpoint(cfg.ckpt_path)
     changes = check_resume_changes(cfg, checkpoint)
-    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    with open_dict(plain):
-        plain.pop("hydra", None)
-        plain.paths.output_dir = "."  # not resolvable outside the run; no part of the model
-    check_tensors(checkpoint, build_module(plain), cfg.ckpt_path, finite=False)
-    return changes
+    check_tensors(checkpoint, module, cfg.ckpt_path, finite=False)
+    return Resume(changes, int(checkpoint.get("global_step", 0)))
 
 
 def check_tensors(checkpoint: dict[str, Any], module: NeRFLitModule, path: str | Path, finite: bool = True) -> None:

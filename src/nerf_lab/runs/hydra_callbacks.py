@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,57 @@ def _fault_exit(error: Exception) -> BaseException:
 RUN_TASKS = ("train", "bench")
 
 
-def check_before_run(config: DictConfig) -> None:
-    """Every check a command's config gets before anything is written."""
-    # Imported here: keeps `--help` fast.
-    from nerf_lab.runs.checkpoints import check_resumable, load_trained
-    from nerf_lab.config.build import COMMAND_CHECKS, check_values, validate_config
+@dataclass
+class Prepared:
+    """What the check before a run built, handed to the command so that nothing is built or
+    read twice: a training run's objects (`run`, and `resume` with `ckpt_path`), or eval's and
+    render's trained model (`trained`)."""
 
+    config: Any  # the command's config (Hydra's node left out), as plain unresolved data
+    run: Any = None  # nerf_lab.config.build.Run
+    resume: Any = None  # nerf_lab.runs.checkpoints.Resume
+    trained: Any = None  # nerf_lab.runs.checkpoints.Trained
+
+
+# The one run this process checked and built, until its command takes it (`take_prepared`).
+_prepared: list[Prepared] = []
+
+
+def _plain(config: DictConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    plain.pop("hydra", None)
+    return plain
+
+
+def take_prepared(config: DictConfig) -> Prepared | None:
+    """What the check before this run built for `config`, once; None when the run was not
+    checked here (a sweep's job, or `train(cfg)` called directly): the command builds it."""
+    found = _prepared.pop() if _prepared else None
+    return found if found is not None and found.config == _plain(config) else None
+
+
+def check_before_run(config: DictConfig) -> Prepared | None:
+    """Every check a command's config gets before anything is written; what it built is kept
+    for the command (`take_prepared`)."""
+    # Imported here: keeps `--help` fast.
+    from omegaconf import OmegaConf, open_dict
+
+    from nerf_lab.config.build import COMMAND_CHECKS, build_run, check_values
+    from nerf_lab.runs.checkpoints import check_resumable, load_trained
+
+    _prepared.clear()
     task = config.get("task_name")
+    prepared = None
     if task == "train":
-        validate_config(config, check_files=True)
-        if config.get("ckpt_path"):
-            check_resumable(config)
+        # The run folder is not chosen yet: the objects do not depend on it.
+        buildable = OmegaConf.create(_plain(config))
+        with open_dict(buildable):
+            buildable.paths.output_dir = "."
+        run = build_run(buildable, check_files=True)
+        resume = check_resumable(config, run.module) if config.get("ckpt_path") else None
+        prepared = Prepared(_plain(config), run=run, resume=resume)
     elif task in COMMAND_CHECKS:
         check_own_keys(config, task)
         check_values(config, COMMAND_CHECKS[task])
@@ -86,6 +127,10 @@ def check_before_run(config: DictConfig) -> None:
         trained.check_scene(config.get("scene_dir"), ("test",) if task == "eval" else ("train", "test"))
         if task == "eval" and config.get("resolution") is not None:
             check_eval_resolution(config, trained.run_config)
+        prepared = Prepared(_plain(config), trained=trained)
+    if prepared is not None:
+        _prepared.append(prepared)
+    return prepared
 
 
 def command_keys(task: str) -> set[str]:
