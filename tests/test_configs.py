@@ -146,10 +146,11 @@ def test_trainer_takes_the_arguments_lightning_users_set(make_cfg):
         ("trainer.max_steps=0", r"trainer.max_steps=0 is not allowed"),
         ("trainer.precision=fp8", r"trainer.precision='fp8' is not allowed: expected one of auto, 32-true"),
         ("data.batch_rays=0", r"data.batch_rays=0 is not allowed: expected a positive integer"),
-        ("data.resolution=2.5", r"data.resolution=2.5 is not allowed: expected a positive integer"),
+        ("data.resolution=10", r"data.resolution=10 is not allowed: expected a positive integer of at least 11"),
+        ("data.test_views=0", r"data.test_views=0 is not allowed: expected a positive integer, or null"),
         ("data.ray_sampling=random", r"data.ray_sampling='random' is not allowed: expected one of all_images, one_image"),
         ("data.far=1.0", r"data.far=1.0 is not allowed: expected a depth > near=2.0"),
-        ("data.precrop_frac=0", r"data.precrop_frac=0 is not allowed"),
+        ("data.precrop_frac=0.0", r"data.precrop_frac=0.0 is not allowed: expected a fraction in \(0, 1\]"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(make_cfg, override, message):

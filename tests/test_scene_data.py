@@ -240,9 +240,16 @@ def test_image_without_expected_channels(scene):
     _expect(r"r_4.png: expected an 8- or 16-bit RGB or RGBA", scene)
 
 
-@pytest.mark.parametrize("resolution", [0, -3, True])
-def test_resolution_must_be_a_positive_integer(scene, resolution):
-    _expect(r"data.resolution must be a positive integer", scene, resolution=resolution)
+@pytest.mark.parametrize("resolution", [0, -3, True, 10])
+def test_resolution_must_be_an_integer_that_holds_the_ssim_window(scene, resolution):
+    from nerf_lab.data.datamodule import BlenderDataModule
+    from nerf_lab.nerf.parameters import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        BlenderDataModule(str(scene), resolution=resolution)
+    assert (caught.value.parameter, caught.value.value) == ("resolution", resolution)
+    assert "at least 11" in caught.value.expected
+    BlenderDataModule(str(scene), resolution=11)  # SSIM's 11-pixel window fits
 
 
 def test_resolution_larger_than_the_source(scene):

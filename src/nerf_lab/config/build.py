@@ -1,11 +1,11 @@
 """From a composed Hydra config to objects, and the checks that make a bad value fail at once.
 
-Each constraint lives in one place. Our constructors check their own parameters
-(`nerf_lab.nerf.parameters.require`); `instantiate_checked` builds a node and turns such an
-error into the config key the user wrote, following the config's interpolations
-(`module.renderer.field.depth` → `model.depth`). The `CHECKS` table below holds only what no
-constructor of ours checks: third-party arguments (Trainer, Adam), plain keys (seed), the data
-module's values, and checks that span objects. `validate_config` runs all of it, building the
+Each constraint lives in one place. Our constructors, the data modules' included, check their
+own parameters (`nerf_lab.nerf.parameters.require`); `instantiate_checked` builds a node and
+turns such an error into the config key the user wrote, following the config's interpolations
+(`module.renderer.field.depth` → `model.depth`, `data.resolution`). The `CHECKS` table below
+holds only what no constructor of ours checks: third-party arguments (Trainer, Adam), plain
+keys (seed, compile), the render chunk, and checks that span objects. `validate_config` runs all of it, building the
 objects, before a run folder is made and before any image is decoded; each problem is one line
 naming the key and what it accepts.
 """
@@ -23,10 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from nerf_lab.data.batches import RAY_SAMPLING
 from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.parameters import ParameterError
-from nerf_lab.nerf.parameters import is_box as _is_box
 from nerf_lab.nerf.parameters import is_int as _is_int
 from nerf_lab.nerf.parameters import is_number as _is_number
 from nerf_lab.training.module import NeRFLitModule
@@ -53,31 +51,9 @@ def _is_time_limit(value: Any) -> bool:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
 
 
-def _is_transform(value: Any) -> bool:
-    return (
-        isinstance(value, dict) and set(value) == {"centre", "scale"}
-        and isinstance(value["centre"], list) and len(value["centre"]) == 3 and all(_is_number(x) for x in value["centre"])
-        and _is_number(value["scale"]) and value["scale"] > 0
-    )
-
-
 # (key, check, what is expected): what no constructor of ours checks. Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
-    ("data.scene_box", lambda v: v is None or _is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
-    # SSIM's Gaussian window (torchmetrics: 11 pixels, σ 1.5, as Wang et al. 2004) must fit in a view.
-    ("data.resolution", lambda v: _is_int(v) and v >= 11, "a positive integer of at least 11 (image width in pixels: SSIM's 11-pixel window must fit)"),
-    ("data.batch_rays", lambda v: _is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
-    ("data.ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
-    ("data.white_background", lambda v: isinstance(v, bool), "true or false"),
-    ("data.precrop_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    ("data.precrop_frac", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
-    ("data.val_views", lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    ("data.test_views", lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
-    # Scenes from captures (nerf_lab.data.geometry); absent keys (None) mean the defaults.
-    ("data.camera_convention", lambda v: v in (None, "opengl", "opencv"), "opengl (Blender, nerfstudio, instant-ngp) or opencv (COLMAP)"),
-    ("data.normalize", lambda v: v is None or isinstance(v, bool), "true or false"),
-    ("data.scene_transform", lambda v: v is None or _is_transform(v), "{centre: [x, y, z], scale: s > 0} (recorded by a normalised run), or null"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
     ("optim.lr_final", lambda v: _is_number(v) and v > 0, "a learning rate > 0"),
     (
@@ -288,8 +264,9 @@ def instantiate_checked(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    """The run's LightningDataModule (`data`): nothing is read yet."""
-    return instantiate_checked(cfg, "data")
+    """The run's LightningDataModule (`data`), given plain lists and dicts (its constructor
+    checks them): nothing is read yet."""
+    return instantiate_checked(cfg, "data", _convert_="all")
 
 
 def build_module(cfg: DictConfig, config: dict[str, Any] | None = None) -> NeRFLitModule:

@@ -192,8 +192,6 @@ def load_split(
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of {SPLITS}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise DataError(f"data.resolution must be a positive integer, got {resolution!r}")
     index = read_split_index(Path(scene_dir), split, camera_convention)
     check_images(index)
 

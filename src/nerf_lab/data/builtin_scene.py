@@ -32,7 +32,6 @@ import imageio.v3 as iio
 import numpy as np
 
 from nerf_lab.files import remove_stale_partials, written_atomically
-from nerf_lab.errors import DataError
 
 # Bump when the scene's content changes, so cached renders are regenerated.
 SCENE_VERSION = 1
@@ -312,8 +311,6 @@ def ensure_builtin_scene(cache_dir: str | Path, resolution: int) -> Path:
     Rendering goes to a temporary folder that is renamed into place when complete, so an
     interrupted render never leaves a scene that looks whole.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise DataError(f"data.resolution must be a positive integer, got {resolution!r}")
     folder = builtin_scene_dir(cache_dir, resolution)
     if folder.parent.is_dir():
         remove_stale_partials(folder.parent)  # the folders of renders killed before they finished

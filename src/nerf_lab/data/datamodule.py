@@ -13,12 +13,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nerf_lab.data.batches import RandomRayBatches, ViewDataset
+from nerf_lab.data.batches import RAY_SAMPLING, RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.data.geometry import SceneTransform, check_geometry, derived_bounds, normalizing_transform
 from nerf_lab.data.images import image_size, output_height
 from nerf_lab.errors import ConfigError, DataError
+from nerf_lab.nerf.parameters import is_box, is_int, is_number, require
 
 
 # The splits each stage of Lightning's (`TrainerFn`) reads.
@@ -35,6 +36,34 @@ def _loader(dataset: Dataset) -> DataLoader:
     return DataLoader(dataset, batch_size=None, num_workers=0, generator=torch.Generator())
 
 
+def _is_transform(value: Any) -> bool:
+    return (
+        isinstance(value, dict) and set(value) == {"centre", "scale"}
+        and isinstance(value["centre"], list) and len(value["centre"]) == 3 and all(is_number(x) for x in value["centre"])
+        and is_number(value["scale"]) and value["scale"] > 0
+    )
+
+
+# Each parameter of the data modules: its check and what it accepts (`require`: a
+# `ParameterError`, which the config layer reports under the user's key, `data.<parameter>`).
+PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
+    ("scene_box", lambda v: v is None or is_box(v), "[[x, y, z]_min, [x, y, z]_max] with min < max, or null"),
+    # SSIM's Gaussian window (torchmetrics: 11 pixels, σ 1.5, as Wang et al. 2004) must fit in a view.
+    ("resolution", lambda v: is_int(v) and v >= 11, "a positive integer of at least 11 (image width in pixels: SSIM's 11-pixel window must fit)"),
+    ("batch_rays", lambda v: is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
+    ("ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
+    ("white_background", lambda v: isinstance(v, bool), "true or false"),
+    ("precrop_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    ("precrop_frac", lambda v: is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    ("val_views", lambda v: is_int(v) and v >= 1, "a positive integer"),
+    ("test_views", lambda v: v is None or (is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
+    # Scenes from captures (nerf_lab.data.geometry); None (a config without the key) means the default.
+    ("camera_convention", lambda v: v in (None, "opengl", "opencv"), "opengl (Blender, nerfstudio, instant-ngp) or opencv (COLMAP)"),
+    ("normalize", lambda v: v is None or isinstance(v, bool), "true or false"),
+    ("scene_transform", lambda v: v is None or _is_transform(v), "{centre: [x, y, z], scale: s > 0} (recorded by a normalised run), or null"),
+]
+
+
 def _evenly_spaced(count: int | None, available: int) -> list[int]:
     if count is None or count >= available:
         return list(range(available))
@@ -47,8 +76,8 @@ class BlenderDataModule(pl.LightningDataModule):
     `resolution` is the image width in pixels (the study uses 100 and 800); `val_views` views
     of the val split are rendered at each validation, evenly spaced (the first is the one shown
     in TensorBoard); `test_views` views of the test split (all when None) are evaluated at the
-    end. Decoded images are cached under `cache_dir`. The values are checked, with their
-    config keys named, by `nerf_lab.config.build.validate_config`.
+    end. Decoded images are cached under `cache_dir`. Each parameter is checked here
+    (`PARAMETER_CHECKS`): `ParameterError` naming it and what it accepts.
 
     `camera_convention` is the poses' (opengl or opencv, converted when read). With
     `normalize`, the scene is centred on the training cameras' focus point and scaled so they
@@ -78,6 +107,9 @@ class BlenderDataModule(pl.LightningDataModule):
         scene_transform: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        values = locals()
+        for parameter, check, expected in PARAMETER_CHECKS:
+            require(check(values[parameter]), parameter, values[parameter], expected)
         self.camera_convention = camera_convention
         self.normalize = normalize
         self.transform = SceneTransform.from_config(scene_transform)
