@@ -146,8 +146,8 @@ def test_a_real_checkpoint_resumes_with_the_safe_load(trained_run, tmp_path, cac
 
 
 def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same_weights(make_cfg, tmp_path):
-    """Checkpoints of nerf_lab before issue 17 stored a config without `module` and sampler
-    nodes and kept the grid under `model.occupancy.`: they load, through today's nodes."""
+    """Checkpoints whose stored config has no `module` and sampler nodes and whose grid sits
+    under `model.occupancy.` load, through today's nodes, with the same weights."""
     from nerf_lab.train import train
     from nerf_lab.records.checkpoints import load_trained
 

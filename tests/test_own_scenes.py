@@ -1,4 +1,4 @@
-"""Scenes as users bring them (issue 19): intrinsics as the field writes them, the principal
+"""Scenes as users bring them: intrinsics as the field writes them, the principal
 point in the rays, JPEG and 16-bit frames, OpenCV poses, the geometry check before a run, and
 data.normalize. Known answers come from Lego variants built here from the same pixels."""
 

@@ -2,9 +2,9 @@
 
 Each constraint on a parameter lives in the constructor that uses it, stated once as
 `require(condition, parameter, value, expected)`. The error names the parameter and what it
-accepts; the config layer (`nerf_lab.training.build`) turns the parameter into the config key
-the user wrote (`NeRFField(depth=0)` built from `model.depth=0` → "model.depth=0 is not
-allowed: expected an integer >= 1 (layers in the trunk)").
+accepts; the config layer (`instantiate_checked` in `nerf_lab.records.config`) turns the
+parameter into the config key the user wrote (`NeRFField(depth=0)` built from `model.depth=0`
+→ "model.depth=0 is not allowed: expected an integer >= 1 (layers in the trunk)").
 """
 
 from __future__ import annotations

@@ -38,9 +38,10 @@ GROUPS = ("data", "encoding", "model", "sampling", "optim", "trainer", "logger",
 # Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
 INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
 CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
-# Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
+# Keys that checkpoints may hold but today's config lacks, with why: skipped when read, so those
+# checkpoints still load.
 RETIRED_KEYS = {
-    "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box (issue 17)",
+    "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box",
 }
 
 

@@ -37,8 +37,8 @@ def full_precision(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-# Where the occupancy grid's state sits in a checkpoint, and where it sat before the grid moved
-# into its sampler (issue 17).
+# Where the occupancy grid's state sits in a checkpoint: under its sampler, or, in checkpoints
+# whose model held the grid itself, under `model.occupancy.` (read so that those still load).
 GRID_PREFIX = "model.sampler.grid."
 OLD_GRID_PREFIX = "model.occupancy."
 
