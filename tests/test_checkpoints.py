@@ -155,7 +155,7 @@ def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same
     train(cfg)
     checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     stored = checkpoint["hyper_parameters"]["config"]
-    # The layout of before: no module node, no sampler node, clip_to_box, encodings not in the field node.
+    # A stored config of another layout: no module node, no sampler node, clip_to_box, encodings not in the field node.
     del stored["module"]
     del stored["sampling"]["sampler"]
     stored["sampling"]["clip_to_box"] = True

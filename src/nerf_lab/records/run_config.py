@@ -5,7 +5,7 @@ choices (`hyper_parameters.choices`: `data=blender`, `sampling=occupancy`, …, 
 `hydra.runtime.choices`). To rebuild the run, `config_from_checkpoint`
 
 1. composes TODAY's config from `conf/` with those choices (Hydra's compose API); a checkpoint
-   written before the choices were stored has them inferred from its values: each group's
+   that stored no choices has them inferred from its values: each group's
    option is the one whose tree (its keys, and its `_target_` strings compared as text) the
    stored tree fits;
 2. overlays the stored values as plain data: only keys today's config has (or that the
@@ -35,7 +35,7 @@ from nerf_lab.errors import ConfigError, NerfLabError
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
 # The groups a run's choices are stored for (Hydra's own, `hydra/...`, are not).
 GROUPS = ("data", "encoding", "model", "sampling", "optim", "trainer", "logger", "callbacks", "paths", "experiment")
-# Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
+# Groups a checkpoint that stored no choices has inferred (the others take today's default).
 INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
 CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
 # Keys that checkpoints may hold but today's config lacks, with why: skipped when read, so those
@@ -146,7 +146,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: st
     hyper = checkpoint.get("hyper_parameters", {})
     stored = hyper.get("config")
     choices = hyper.get(CHOICES_KEY)
-    if not choices:  # written before choices were stored, or by train(cfg) outside a Hydra app
+    if not choices:  # none stored (e.g. by train(cfg) outside a Hydra app)
         choices = infer_choices(stored, where)
     cfg = compose("train", overrides=_choice_overrides(choices, where))
     with open_dict(cfg):
@@ -176,7 +176,7 @@ def _choice_overrides(choices: Any, where: str) -> list[str]:
 
 
 def infer_choices(stored: Any, where: str) -> dict[str, str]:
-    """The group choices of a checkpoint written before they were stored: for each of
+    """The group choices of a checkpoint that stored none: for each of
     `INFERRED_GROUPS`, the first option (today's default first) whose tree the stored group's
     fits, `_target_` strings compared as text."""
     if not isinstance(stored, dict):
