@@ -3,7 +3,7 @@ PNG) and warm (read the cached array), at 100 and 800 px.
 
     python benchmarks/data_loading.py [--scene DIR] [--resolutions 100 800] [--repeats 3]
 
-Prints a table; the figures in the README came from this script.
+Prints a table; the figures in docs/data.md came from this script.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 20 on one GPU: the parts of benchmarks/gpu_run.py (see its docstring and
+# The GPU checks on one GPU: the parts of benchmarks/gpu_run.py (see its docstring and
 # benchmarks/README.md), with the environment a bare device machine needs.
 #
 #   bash benchmarks/gpu.sh study [--toy] [--out DIR]   # gpu tests, bench, white-minimum study (≤ 9 min)

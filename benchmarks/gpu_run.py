@@ -1,4 +1,4 @@
-"""Issue 20 on one GPU: two parts, each within 9 minutes, that always return what they measured.
+"""The GPU checks in two parts, each within 9 minutes, that always return what they measured.
 
     python benchmarks/gpu_run.py study [--toy] [--out DIR]    # (bash benchmarks/gpu.sh study …)
     python benchmarks/gpu_run.py paper [--toy] [--out DIR]

@@ -42,7 +42,8 @@ def test_train_refuses_a_bad_value_with_one_line(tmp_path, cache_dir, arguments,
 @pytest.mark.parametrize(
     ("module", "arguments", "message"),
     slow_after_first([
-        # views=-1 used to score one view fewer than the split has; resolution=0 used another width.
+        # Values that would silently do something else if let through: views=-1 would score one
+        # view fewer than the split has, resolution=0 would fall back to another width.
         ("nerf_lab.eval", ["views=-1"], "views=-1 is not allowed: expected a positive integer"),
         ("nerf_lab.eval", ["chunk=0"], "chunk=0 is not allowed: expected a positive integer (rays a chunk)"),
         ("nerf_lab.render", ["frames=0"], "frames=0 is not allowed: expected a positive integer (frames in the orbit)"),

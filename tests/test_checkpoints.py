@@ -152,8 +152,8 @@ def _old_name(name: str) -> str:
 
 
 def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same_weights(make_cfg, tmp_path):
-    """Checkpoints of nerf_lab before issue 17 stored a config without `module` and sampler
-    nodes and kept the grid under `model.occupancy.`: they load, through today's nodes."""
+    """Checkpoints whose stored config has no `module` and sampler nodes and whose grid sits
+    under `model.occupancy.` load, through today's nodes, with the same weights."""
     from nerf_lab.train import train
     from nerf_lab.runs.checkpoints import load_trained
 
@@ -161,7 +161,7 @@ def test_a_checkpoint_written_before_the_renderer_node_still_loads_with_the_same
     train(cfg)
     checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     stored = checkpoint["hyper_parameters"]["config"]
-    # The layout of before: no module node, no sampler node, clip_to_box, encodings not in the field node.
+    # A stored config of another layout: no module node, no sampler node, clip_to_box, encodings not in the field node.
     del stored["module"]
     del stored["sampling"]["sampler"]
     stored["sampling"]["clip_to_box"] = True

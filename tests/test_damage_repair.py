@@ -1,4 +1,4 @@
-"""Damage that used to need a hand-made repair: a truncated or empty image-cache entry is
+"""Damage repaired without the user's hand: a truncated or empty image-cache entry is
 rebuilt (and said once); a checkpoint write killed halfway leaves no `*.partial` for good."""
 
 from __future__ import annotations

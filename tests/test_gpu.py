@@ -168,7 +168,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
 @requires_cuda
 @pytest.mark.parametrize("sampling", [["sampling=coarse"], ["sampling=hierarchical", "sampling.n_f=16"]], ids=["one pass", "two passes"])
 def test_a_training_step_waits_for_the_gpu_nowhere(make_cfg, sampling):
-    """No host–device synchronisation in the training step (issue 18): steps 3 to 8 of the real
+    """No host–device synchronisation in the training step: steps 3 to 8 of the real
     loop (Lightning, the module, Adam and its schedule, rays drawn on the GPU), away from the
     logging interval and the progress bar, run under `torch.cuda.set_sync_debug_mode("error")`,
     which raises at any operation that waits for the GPU (an `.item()`, a `bool()` of a device

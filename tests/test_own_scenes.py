@@ -1,4 +1,4 @@
-"""Scenes as users bring them (issue 19): intrinsics as the field writes them, the principal
+"""Scenes as users bring them: intrinsics as the field writes them, the principal
 point in the rays, JPEG and 16-bit frames, OpenCV poses, the geometry check before a run, and
 data.normalize. Known answers come from Lego variants built here from the same pixels."""
 
@@ -42,9 +42,9 @@ def _check(scene: Path, **kwargs) -> None:
 
 @requires_lego
 def test_lego_rays_and_images_are_those_of_the_old_reader(cache_dir):
-    """Bit for bit: the rays of Lego's views (whole views and training batches) are the old
+    """Bit for bit: the rays of Lego's views (whole views and training batches) are the pinhole
     formula's, d = R((j + ½ − W/2)/f, −(i + ½ − H/2)/f, −1) with f from camera_angle_x, and the
-    images the old area-resized, premultiplied, white-composited pixels."""
+    images the area-resized, premultiplied, white-composited pixels."""
     split = load_split(lego_dir(), "val", 100, cache_dir=cache_dir)
     meta = json.loads((lego_dir() / "transforms_val.json").read_text())
     focal = 0.5 * 100 / math.tan(0.5 * meta["camera_angle_x"])

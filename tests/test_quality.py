@@ -29,8 +29,8 @@ def test_tiny_model_learns_the_builtin_scene(make_cfg):
 @pytest.mark.slow
 @requires_lego
 def test_tiny_lego_recipe_reaches_24_db(make_cfg):
-    """The issue's quality bar: experiment=tiny_lego on 2 CPU cores, at least 24 dB mean test
-    PSNR over Lego's 25 test views (the README gives the time it takes on this machine)."""
+    """The Tiny NeRF recipe's quality bar: experiment=tiny_lego on 2 CPU cores, at least 24 dB mean test
+    PSNR over Lego's 25 test views (docs/performance.md gives the time it takes, device named)."""
     metrics = train(make_cfg("experiment=tiny_lego", "trainer.enable_progress_bar=false", fast=False))
     assert metrics["steps"] == 2400
     assert metrics["test/psnr"] >= 24.0

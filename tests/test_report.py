@@ -73,7 +73,7 @@ def arm(name, values, background=None):
 
 def test_two_standard_errors_with_three_seeds_is_not_called_real():
     # The same spread in both arms, means 2.5 standard errors apart: 4 degrees of freedom,
-    # p = 0.067. The old rule (beyond 2 standard errors, "about 95 %") called this real.
+    # p = 0.067. A rule of "beyond 2 standard errors" (taken as about 95 %) would call this real.
     best = arm("a", [10.0, 11.0, 12.0])
     other = arm("b", [11.0 - 2.5 * math.sqrt(2 / 3) + d for d in (-1.0, 0.0, 1.0)])
     comparison = compare(best, other)

@@ -80,7 +80,7 @@ def test_a_failing_resume_of_a_finished_run_leaves_the_failure_and_not_the_old_m
     job = read_run(run)
     assert (job.status, job.error) == ("failed", "RuntimeError: out of luck")
     assert not (run / "metrics.json").exists()
-    # A failure recorded beside a stale metrics.json (an older version's folder) is a failure too.
+    # A failure recorded beside a stale metrics.json is a failure too: error.txt wins.
     (run / "metrics.json").write_text(json.dumps({"steps": 10}))
     assert read_run(run).status == "failed"
 

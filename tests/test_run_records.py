@@ -1,4 +1,4 @@
-"""A run's record is the truth (issue 18, items 1, 2, 6, 8): a checkpoint's config is data, the
+"""A run's record is the truth: a checkpoint's config is data, the
 command line says what ran, and what is not a result fails.
 
 Commands run as a user does where the exit status, the printed line or the files left are the
@@ -408,7 +408,7 @@ def _last_lr(run: Path) -> float:
 
 
 def test_a_resumed_run_steps_the_schedule_of_its_new_config(tmp_path, make_cfg):
-    """Field case 08: resumed at step 6 with a new rate and twice the steps, a run ends on the
+    """Resumed at step 6 with a new rate and twice the steps, a run ends on the
     rate an uninterrupted run of the new config ends on, bit for bit (and not on the old
     schedule's, ten times lower)."""
     from nerf_lab.train import train

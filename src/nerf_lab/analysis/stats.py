@@ -29,8 +29,8 @@ RUN_ONLY_KEYS = ("ckpt_path", "hydra", "trainer.enable_progress_bar", "trainer.e
 
 
 def blank_image_psnr(job: JobResult) -> float | None:
-    """The test PSNR of an image of nothing but the background (the white-minimum floor), under
-    its name since issue 14, `test/psnr_blank_image`, or its older one, `test/psnr_background`."""
+    """The test PSNR of an image of nothing but the background (the white-minimum floor):
+    `test/psnr_blank_image`, or `test/psnr_background`, the name some stored runs' records use."""
     for key in ("test/psnr_blank_image", "test/psnr_background"):
         if isinstance(job.metrics.get(key), (int, float)):
             return float(job.metrics[key])

@@ -47,9 +47,10 @@ RENAMED_TARGETS = {
     **{f"nerf_lab.nerf.samplers.{name}": f"nerf_lab.nerf.ray_samplers.{name}"
        for name in ("StratifiedSampler", "UniformSampler", "BoxClippedSampler", "OccupancyGridSampler")},
 }
-# Keys an earlier nerf_lab wrote that today's has dropped, and why: skipped when read.
+# Keys that checkpoints may hold but today's config lacks, with why: skipped when read, so those
+# checkpoints still load.
 RETIRED_KEYS = {
-    "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box (issue 17)",
+    "sampling.clip_to_box": "the occupancy grid's sampler always clips rays to data.scene_box",
 }
 
 

@@ -56,9 +56,9 @@ class RandomRayBatches(IterableDataset):
     def __len__(self) -> int:
         """The batches of the whole run, counted from step 0, although a resumed stream yields
         only those from `first_step` on: Lightning restores how many batches of its one epoch
-        were done and ends the epoch at this length. (Counting from `first_step` ended the
-        resumed epoch `first_step` batches early, and the next epoch replayed this stream's
-        batches from `first_step`: the runs parted there.)"""
+        were done and ends the epoch at this length. (Counted from `first_step`, the resumed
+        epoch would end `first_step` batches early and the next epoch would replay this stream's
+        batches from `first_step`, so a resumed run would no longer match an uninterrupted one.)"""
         if self.last_step is None:
             raise TypeError("an endless stream of batches has no length")
         return self.last_step

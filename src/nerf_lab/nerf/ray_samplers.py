@@ -17,8 +17,8 @@ Early ray termination (stop evaluating samples behind an opaque surface) belongs
 renderer, not here: it needs the transmittance of the samples before, which only compositing
 knows (`NeRFRenderer.render_samples`).
 
-A new sampler is one subclass and one YAML file under `conf/sampling/` (README, "Adding a
-sampler"): e.g. `UniformSampler` below, equal intervals even in training.
+A new sampler is one subclass and one YAML file under `conf/sampling/` (docs/configuration.md,
+"Adding a sampler"): e.g. `UniformSampler` below, equal intervals even in training.
 """
 
 from __future__ import annotations

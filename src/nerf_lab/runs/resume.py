@@ -8,7 +8,7 @@ learning-rate schedule (`optim.lr`, `optim.lr_final`), validation and logging in
 (`data.scene_dir`, the cache), evaluation-only keys, device and precision. They are applied,
 the new run's `.hydra/config.yaml` records them, and `ScheduleFromConfig` re-derives the
 optimizer's rate from the new config at the resumed step, so a resumed run steps the same
-rates as an uninterrupted run of the new config would (field case 08).
+rates as an uninterrupted run of the new config would.
 """
 
 from __future__ import annotations

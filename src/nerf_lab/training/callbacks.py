@@ -143,8 +143,8 @@ class TrainingClock(pl.Callback):
     the same with any validation interval.
 
     The seconds go into checkpoints, so a resumed run reports the training time of all its
-    steps, not only of those since the resume. (A checkpoint without them, from an older
-    version, counts the steps since the resume only.)"""
+    steps, not only of those since the resume. (A checkpoint without them counts the steps
+    since the resume only.)"""
 
     def __init__(self) -> None:
         self.seconds = 0.0

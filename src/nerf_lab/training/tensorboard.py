@@ -22,8 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-# The study's knobs, as config keys; where a key was renamed, its names old or new (the first
-# the config has is used). Missing keys are left out.
+# The study's knobs, as config keys; a key the run's config lacks is left out.
 STUDY_KEYS: tuple[str, ...] = (
     "model.depth",
     "model.width",
