@@ -77,6 +77,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.white_background", lambda v: isinstance(v, bool), "true or false"),
     ("data.precrop_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.precrop_frac", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    ("data.train_views", lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer (training views, evenly spaced over the split), or null for the whole train split"),
     ("data.val_views", lambda v: _is_int(v) and v >= 1, "a positive integer"),
     ("data.test_views", lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
     # Scenes from captures (nerf_lab.data.geometry); absent keys (None) mean the defaults.
