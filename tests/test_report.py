@@ -176,3 +176,16 @@ def test_a_reference_arm_is_what_every_arm_is_compared_with():
     assert summarise([complete, better], [], None, title="t", sweep="s", figures=[]).best_arm == "x=more"
     with pytest.raises(NerfLabError, match=r"--reference x=full: no arm of that name .* x=complete, x=more"):
         summarise([complete, better], [], None, title="t", sweep="s", figures=[], reference="x=full")
+
+
+def test_lpips_stands_beside_psnr_and_ssim_where_the_runs_have_it():
+    without = arm("a", [10.0, 11.0, 12.0])
+    assert "LPIPS" not in render_markdown(summarise([without], [], None, title="t", sweep="s", figures=[]))
+    scored = arm("b", [10.0, 11.0, 12.0])
+    for job, value in zip(scored.jobs, [0.1, 0.2, 0.3]):
+        job.metrics["test/lpips"] = value
+    markdown = render_markdown(summarise([scored, without], [], None, title="t", sweep="s", figures=[]))
+    header = next(line for line in markdown.splitlines() if line.startswith("| arm ") and "seeds done" in line)
+    assert header.index("test SSIM") < header.index("test LPIPS (VGG)") < header.index("steps")
+    row = next(line for line in markdown.splitlines() if line.startswith("| x=b ") and "3/3" in line)
+    assert "0.200 ± 0.100" in row  # mean and standard deviation of 0.1, 0.2, 0.3

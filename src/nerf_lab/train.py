@@ -33,6 +33,7 @@ from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.records.resume import ScheduleFromConfig
 from nerf_lab.records.run_config import CHOICES_KEY, run_choices
 from nerf_lab.records.runs import finish_record, start_record
+from nerf_lab.records.views import record_test_views
 from nerf_lab.records.stops import (
     RunInterrupted,
     StopSignals,
@@ -155,6 +156,8 @@ def _train(
     )
     if trainer.is_global_zero:
         log_run_figures(logger, metrics, step=trainer.global_step)
+        if cfg.test:
+            metrics.update(record_test_views(output_dir, module.test_views, module.test_protocol))
         finish_record(output_dir, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics

@@ -20,7 +20,7 @@ from typing import Any
 from nerf_lab.analysis.curves import add_early_val_psnr, read_all_curves
 from nerf_lab.analysis.figures import orbit_gif, plot_curves, render_grid
 from nerf_lab.analysis.stats import Arm, MeanStd, group_into_arms
-from nerf_lab.analysis.summary import COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
+from nerf_lab.analysis.summary import COLUMNS, OPTIONAL_COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
 from nerf_lab.errors import NerfLabError
 from nerf_lab.records.runs import format_table, read_sweep, write_json_atomically
 
@@ -82,14 +82,18 @@ def render_markdown(summary: Summary) -> str:
     lines += [f"Sweep: `{s.sweep}` — {len(s.runs)} jobs, {len(s.runs) - len(s.not_completed)} completed.", ""]
     if s.shared_overrides:
         lines += ["Settings shared by every job: " + ", ".join(f"`{o}`" for o in s.shared_overrides), ""]
+    unknown = MeanStd(None, None, 0)
+    # A column no run has (LPIPS without its weights on the machine) is left out.
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL_COLUMNS or any(arm.stats.get(c[0], unknown).mean is not None for arm in s.arms)]
+    run_columns = [c for c in RUN_COLUMNS if c in columns]
     arm_rows = [
         [arm.name, f"{arm.completed}/{len(arm.jobs)}"]
-        + [_format(arm.stats[key], decimals) for key, _, decimals in COLUMNS]
+        + [_format(arm.stats.get(key, unknown), decimals) for key, _, decimals in columns]
         + [f"{len(arm.white_minimum)}/{arm.completed}"]
         for arm in s.arms
     ]
     lines += ["## Arms (mean ± standard deviation over seeds)", ""]
-    lines += [format_table(arm_rows, ["arm", "seeds done", *[title for _, title, _ in COLUMNS], "white minimum"]), ""]
+    lines += [format_table(arm_rows, ["arm", "seeds done", *[title for _, title, _ in columns], "white minimum"]), ""]
     lines += [
         (
             f"*white minimum*: runs whose test PSNR is within {s.white_minimum_margin:g} dB of an image of "
@@ -98,10 +102,10 @@ def render_markdown(summary: Summary) -> str:
         "",
     ]
     run_rows = [
-        [run.arm, run.seed or "–", *[_value(run.metrics.get(key), d) for key, _, d in RUN_COLUMNS], run.state, run.job.split("_", 1)[0]]
+        [run.arm, run.seed or "–", *[_value(run.metrics.get(key), d) for key, _, d in run_columns], run.state, run.job.split("_", 1)[0]]
         for run in s.runs
     ]
-    lines += ["## Runs", "", format_table(run_rows, ["arm", "seed", *[title for _, title, _ in RUN_COLUMNS], "state", "job"]), ""]
+    lines += ["## Runs", "", format_table(run_rows, ["arm", "seed", *[title for _, title, _ in run_columns], "state", "job"]), ""]
     against = "the reference arm" if s.reference is not None else "the best arm"
     if s.best_arm is not None:
         lines += [f"## Verdicts (test PSNR, against {against}: {s.best_arm})", ""]

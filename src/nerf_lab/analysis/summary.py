@@ -27,12 +27,14 @@ COLUMNS = [
     ("val/psnr_best", "best val PSNR (dB)", 2),
     ("test/psnr", "test PSNR (dB)", 2),
     ("test/ssim", "test SSIM", 3),
+    ("test/lpips", "test LPIPS (VGG)", 3),  # shown only where a run has it (its weights were on the machine)
     ("steps", "steps", 0),
     ("train_time_s", "train time (s)", 0),
     ("steps_per_s", "steps/s", 2),
     ("parameters", "parameters", 0),
 ]
-RUN_COLUMNS = COLUMNS[:3]
+RUN_COLUMNS = COLUMNS[:4]
+OPTIONAL_COLUMNS = ("test/lpips",)
 
 
 @dataclass
