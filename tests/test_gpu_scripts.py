@@ -82,6 +82,23 @@ def test_compiling_pays_only_when_the_run_is_long_enough():
     assert best_plan(30.0, paths, 1, 5) is None  # no path fits
 
 
+def test_seeds_sharing_the_gpu_are_each_planned_at_a_share_of_the_bench():
+    """`white`: 3 seeds of an arm train at once, each planned at a third of the speed its bench
+    measured alone and with views three times as slow. With the H200's paper-model bench of
+    2026-12-04 (28.32 steps/s, 1.915 s a view, 22.2 s of start-up) and an arm of 143 s: 5 test
+    views and 4 + 1 validations of one view at 5.745 s, a 14.3 s margin, so each seed trains
+    143 − 22.2 − 10 · 5.745 − 14.3 = 49.05 s at 9.44 steps/s: 463 steps."""
+    import gpu_run
+
+    alone = Measured(28.32, 1.915, 22.2)
+    shared, plan = gpu_run.shared_plan(143.0, alone, 3, gpu_run.GPU)
+    assert (shared.steps_per_s, shared.s_per_view, shared.startup_s) == pytest.approx((9.44, 5.745, 22.2))
+    assert plan.train_s == pytest.approx(143 - 22.2 - 10 * 5.745 - 14.3, abs=0.01)
+    assert plan.max_steps == 463 and plan.val_check_interval == 463 // 4
+    assert gpu_run.shared_plan(60.0, alone, 3, gpu_run.GPU)[1] is None  # no training time left: not run
+    assert [arm[0] for arm in gpu_run.WHITE_ARMS] == ["lite_pe", "lite_pe_raw", "paper_pe"]
+
+
 @pytest.mark.slow
 @requires_lego
 def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp_path, cache_dir):
