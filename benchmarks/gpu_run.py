@@ -62,7 +62,7 @@ GPU = {
                "white_report": 60, "paper_report": 30},
     "arms_share": 0.55, "validations": 6, "max_val_interval": None, "white_test_views": 5,
     "paper_train_s": 270, "paper_compile": True, "paper_margin": 0.06,
-    "white_seeds": 3, "white_validations": 4,
+    "white_seeds": 3, "white_validations": 4, "white_startup_shared": False,
 }
 # A rehearsal on a CPU: toy sizes, a CPU's times; the paper part eager (compiling takes minutes).
 TOY = {
@@ -78,7 +78,9 @@ TOY = {
     # far the busy CPU's speed strays from what its bench measured.
     "arms_share": 0.55, "validations": 20, "max_val_interval": 5, "white_test_views": 2,
     "paper_train_s": 60, "paper_compile": False, "paper_margin": 0.06,
-    "white_seeds": 3, "white_validations": 20,
+    # On 2 cores the seeds' start-ups share the cores as their steps do (on the GPU machine's 16
+    # they run side by side).
+    "white_seeds": 3, "white_validations": 20, "white_startup_shared": True,
 }
 # The arms of the `white` part: (name, experiment, encoding, what it is).
 WHITE_ARMS = [
@@ -220,11 +222,20 @@ def study(part: Part, mode: dict, toy: bool) -> None:
         part.run_step("white_report", report, limit(part, "white_report", part.left_s()))
 
 
+def side_by_side(commands: list[str]) -> list[str]:
+    """One step that runs shell `commands` at once, in one process group: the SIGTERM at the
+    limit reaches each, and the shell waits for them to record themselves (`trap wait TERM`)
+    instead of ending at once, which would leave them to the group's SIGKILL mid-record."""
+    return ["bash", "-c", "trap wait TERM; " + " & ".join(commands) + " & wait"]
+
+
 def shared_plan(arm_s: float, alone: Measured, seeds: int, mode: dict) -> tuple[Measured, RunBudget | None]:
     """The plan of each of `seeds` runs sharing the GPU for `arm_s` seconds: each at 1/seeds of
     the speed its bench measured alone, its views `seeds` times as slow (no gain assumed from
-    sharing: a run that gets more of the device ends early), the start-up paid side by side."""
-    shared = Measured(alone.steps_per_s / seeds, alone.s_per_view * seeds, alone.startup_s, 0.0)
+    sharing: a run that gets more of the device ends early), the start-up paid side by side
+    (on a CPU rehearsal, `white_startup_shared`, `seeds` times as long)."""
+    startup_s = alone.startup_s * (seeds if mode["white_startup_shared"] else 1)
+    shared = Measured(alone.steps_per_s / seeds, alone.s_per_view * seeds, startup_s, 0.0)
     return shared, plan_run(arm_s, shared, 1, mode["white_test_views"], mode["white_validations"],
                             max_val_interval=mode["max_val_interval"])
 
@@ -265,9 +276,7 @@ def white(part: Part, mode: dict, toy: bool) -> None:
                                 "callbacks.view_images=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"])
             commands.append(shlex.join(python_command("nerf_lab.train", *overrides)))
             run_dirs.append(run_dir)
-        # One step, one process group: a stop at the limit reaches every seed (each records itself).
-        part.run_step(f"white_{name}", ["bash", "-c", " & ".join(commands) + " & wait"],
-                      limit(part, f"white_{name}", plan.limit_s))
+        part.run_step(f"white_{name}", side_by_side(commands), limit(part, f"white_{name}", plan.limit_s))
         stuck, tested = 0, 0
         for seed, run_dir in enumerate(run_dirs):
             metrics_file = run_dir / "metrics.json"
