@@ -2,12 +2,20 @@
 
     python benchmarks/gpu_run.py study [--toy] [--out DIR]    # (bash benchmarks/gpu.sh study …)
     python benchmarks/gpu_run.py paper [--toy] [--out DIR]
+    python benchmarks/gpu_run.py white [--toy] [--out DIR]
 
 study: 1. the `gpu` tests → 1_gpu_tests.txt; 2. nerf_lab.bench of experiment=paper_lego, eager,
 compiled and with the occupancy grid (two passes) → 2_bench_{eager,compile,grid}.json; 3. the
 white-minimum study, experiment=original_800_pe_only (800 px, no centre crop, dense), γ(p) alone
 (3_white_pe/) then γ(p) + xyz (3_white_pe_raw/), one after the other with the same steps, each
 given half of what is left; 4. the report with its images → 3_white_report/, and the verdict.
+white: the white minimum settled: 1. nerf_lab.bench, eager, of the original study's own model
+(experiment=original_lite_800_pe_only: 8 × 128, one pass of 128 samples, 512 rays) and of the
+paper's (experiment=original_800_pe_only) → 1_bench_{lite,paper}.json; 2. three arms one after
+the other, each of 3 seeds training at once on the GPU (one step: the seeds share the device, each
+planned at a third of its bench's speed), 800 px, no centre crop, dense: the original model with
+γ(p) alone, then with γ(p) + xyz, then the paper's model with γ(p) alone → 2_white_<arm>_seed<n>/;
+3. the report → 3_white_report/, and per arm the runs stuck in the white minimum.
 paper: 1. nerf_lab.bench of experiment=paper_lego, eager and compiled → 1_bench_{eager,compile}.json;
 2. experiment=paper_lego for 4.5 minutes of training (less if the clock is short) on the path
 that trains more steps, then its test over the 25 test views → 2_paper/; 3. its report →
@@ -30,13 +38,14 @@ import csv
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_budget import Measured, best_plan  # noqa: E402
+from gpu_budget import Measured, RunBudget, best_plan, plan_run  # noqa: E402
 from gpu_steps import Part, python_command  # noqa: E402
 
 from nerf_lab.analysis.stats import WHITE_MINIMUM_MARGIN  # noqa: E402
@@ -53,6 +62,7 @@ GPU = {
                "white_report": 60, "paper_report": 30},
     "arms_share": 0.55, "validations": 6, "max_val_interval": None, "white_test_views": 5,
     "paper_train_s": 270, "paper_compile": True, "paper_margin": 0.06,
+    "white_seeds": 3, "white_validations": 4, "white_startup_shared": False,
 }
 # A rehearsal on a CPU: toy sizes, a CPU's times; the paper part eager (compiling takes minutes).
 TOY = {
@@ -68,7 +78,19 @@ TOY = {
     # far the busy CPU's speed strays from what its bench measured.
     "arms_share": 0.55, "validations": 20, "max_val_interval": 5, "white_test_views": 2,
     "paper_train_s": 60, "paper_compile": False, "paper_margin": 0.06,
+    # On 2 cores the seeds' start-ups share the cores as their steps do (on the GPU machine's 16
+    # they run side by side).
+    "white_seeds": 3, "white_validations": 20, "white_startup_shared": True,
 }
+# The arms of the `white` part: (name, experiment, encoding, what it is).
+WHITE_ARMS = [
+    ("lite_pe", "original_lite_800_pe_only", "pe", "the original study's model, γ(p) alone"),
+    ("lite_pe_raw", "original_lite_800_pe_only", "pe_raw", "the original study's model, γ(p) + xyz"),
+    ("paper_pe", "original_800_pe_only", "pe", "the paper's model, γ(p) alone"),
+]
+# The original study's model as the bench's overrides of experiment=paper_lego (n_f: no fine
+# pass, also at toy sizes).
+LITE = ["model=original_lite", "sampling=original_lite", "optim=original_lite", "data.batch_rays=512", "sampling.n_f=0"]
 
 
 def limit(part: Part, step: str, own: float, keep_s: float = 0.0) -> float:
@@ -200,6 +222,84 @@ def study(part: Part, mode: dict, toy: bool) -> None:
         part.run_step("white_report", report, limit(part, "white_report", part.left_s()))
 
 
+def side_by_side(commands: list[str]) -> list[str]:
+    """One step that runs shell `commands` at once, in one process group: the SIGTERM at the
+    limit reaches each, and the shell waits for them to record themselves (`trap wait TERM`)
+    instead of ending at once, which would leave them to the group's SIGKILL mid-record."""
+    return ["bash", "-c", "trap wait TERM; " + " & ".join(commands) + " & wait"]
+
+
+def shared_plan(arm_s: float, alone: Measured, seeds: int, mode: dict) -> tuple[Measured, RunBudget | None]:
+    """The plan of each of `seeds` runs sharing the GPU for `arm_s` seconds: each at 1/seeds of
+    the speed its bench measured alone, its views `seeds` times as slow (no gain assumed from
+    sharing: a run that gets more of the device ends early), the start-up paid side by side
+    (on a CPU rehearsal, `white_startup_shared`, `seeds` times as long)."""
+    startup_s = alone.startup_s * (seeds if mode["white_startup_shared"] else 1)
+    shared = Measured(alone.steps_per_s / seeds, alone.s_per_view * seeds, startup_s, 0.0)
+    return shared, plan_run(arm_s, shared, 1, mode["white_test_views"], mode["white_validations"],
+                            max_val_interval=mode["max_val_interval"])
+
+
+def white(part: Part, mode: dict, toy: bool) -> None:
+    """Three seeds an arm (WHITE_ARMS), the seeds of an arm training at once; each arm gets an
+    equal share of what is left after the benches, less the report's time."""
+    limits, seeds = mode["limits"], mode["white_seeds"]
+    keep_s = 0.75 * part.budget_s  # the benches leave the arms and the report this much
+    measured = {
+        "lite": bench(part, mode, "bench_lite", "1_bench_lite.json", LITE, limits["bench_eager"], keep_s),
+        "paper": bench(part, mode, "bench_paper", "1_bench_paper.json", [], limits["bench_eager"], keep_s),
+    }
+    report_s = min(limits["white_report"], 0.15 * part.left_s())
+    folder = part.work / "white"
+    stuck_counts: list[str] = []
+    for index, (name, experiment, encoding, what) in enumerate(WHITE_ARMS):
+        alone = measured["lite" if experiment.startswith("original_lite") else "paper"]
+        arm_s = (part.left_s() - report_s) / (len(WHITE_ARMS) - index)
+        if alone is None:
+            part.note(f"- white minimum, {what}: not run (its bench measured nothing)")
+            continue
+        shared, plan = shared_plan(arm_s, alone, seeds, mode)
+        if plan is None:
+            part.note(f"- white minimum, {what}: not run ({arm_s:.0f} s leave no training time)")
+            continue
+        plan.write(part.out / f"budget_white_{name}.json")
+        part.note(f"- white minimum, {what}: {seeds} seeds at once, {arm_s:.0f} s → {plan.train_s:.0f} s training, "
+                  f"{plan.max_steps} steps each at {shared.steps_per_s:.2f} steps/s (a {seeds}-way share of "
+                  f"{alone.steps_per_s:.2f}), validating every {plan.val_check_interval}")
+        commands, run_dirs = [], []
+        for seed in range(seeds):
+            run_dir = folder / f"{index * seeds + seed}_{name}_seed{seed}"
+            part.runs[f"2_white_{name}_seed{seed}"] = run_dir
+            extra = ["sampling.n_f=0"] if experiment.startswith("original_lite") else []
+            overrides = merged([f"experiment={experiment}", f"encoding={encoding}", f"seed={seed}"], mode["size"], extra,
+                               [f"data.test_views={mode['white_test_views']}", "compile=false", *plan.overrides(),
+                                "callbacks.view_images=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"])
+            commands.append(shlex.join(python_command("nerf_lab.train", *overrides)))
+            run_dirs.append(run_dir)
+        part.run_step(f"white_{name}", side_by_side(commands), limit(part, f"white_{name}", plan.limit_s))
+        stuck, tested = 0, 0
+        for seed, run_dir in enumerate(run_dirs):
+            metrics_file = run_dir / "metrics.json"
+            if not metrics_file.is_file():
+                part.note(f"  - seed {seed}: no test; {curve_line(run_dir)}")
+                continue
+            m = json.loads(metrics_file.read_text())
+            blank = m.get("test/psnr_blank_image", math.nan)
+            is_stuck = m["test/psnr"] <= blank + WHITE_MINIMUM_MARGIN
+            stuck, tested = stuck + is_stuck, tested + 1
+            part.note(f"  - seed {seed}: test PSNR {m['test/psnr']:.2f} dB against {blank:.2f} for the blank image: "
+                      f"{'STUCK in the white minimum' if is_stuck else 'left the white minimum'}; {m['steps']} steps, "
+                      f"{m['steps_per_s']:.1f} steps/s; {curve_line(run_dir)}")
+        stuck_counts.append(f"{what}: {stuck} of {tested} tested runs stuck ({seeds - tested} not tested)")
+    part.note("- white minimum, runs stuck an arm: " + ("; ".join(stuck_counts) or "no arm ran"))
+    if list(folder.glob("*/metrics.json")):
+        title = ("The white minimum at 800 px, no centre crop, dense: the original study's model (γ(p) alone, "
+                 "γ(p) + xyz) and the paper's (γ(p) alone), 3 seeds an arm")
+        report = python_command("nerf_lab.report", str(folder), "--out", str(part.out / "3_white_report"), "--no-orbit",
+                                "--title", title)
+        part.run_step("white_report", report, limit(part, "white_report", part.left_s()))
+
+
 def paper(part: Part, mode: dict, toy: bool) -> None:
     limits = mode["limits"]
     paths = bench_paths(part, mode, "paper_bench_", 1, mode["paper_compile"], keep_s=1.4 * mode["paper_train_s"])
@@ -237,7 +337,7 @@ def paper(part: Part, mode: dict, toy: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python benchmarks/gpu_run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["study", "paper"])
+    parser.add_argument("part", choices=["study", "paper", "white"])
     parser.add_argument("--toy", action="store_true", help="toy sizes and a CPU's times: a rehearsal on a CPU")
     parser.add_argument("--out", type=Path, default=None,
                         help="the out folder, fresh (default benchmarks/results/gpu/<part>, toy: outputs/gpu_toy/<part>)")
@@ -268,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     part.note(f"# GPU part `{args.part}`, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
               f"{' (toy sizes: a rehearsal, no figure to report)' if toy else ''}")
     part.note(f"- machine: {device} | torch {torch.__version__} | clock {part.budget_s:.0f} s")
-    (study if args.part == "study" else paper)(part, mode, toy)
+    {"study": study, "paper": paper, "white": white}[args.part](part, mode, toy)
     part.note(f"- done in {time.monotonic() - part.started:.0f} s")
     part.ship()
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECORD_FILES = ("curve.csv", "metrics.json", "error.txt", "train.log")
+RECORD_FILES = ("curve.csv", "metrics.json", "test_views.csv", "error.txt", "train.log")
 HYDRA_FILES = ("config.yaml", "overrides.yaml")
 SHIP_LIMIT_BYTES = 15 * 2**20  # the device tool returns files of at most 16 MiB
 

@@ -21,6 +21,15 @@ def test_train_command_writes_a_complete_run(trained_run):
     assert (trained_run / ".hydra" / "config.yaml").is_file()
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} >= {"best.ckpt", "last.ckpt"}
+    # The test's per-view record: each view's PSNR, whose mean is the run's test PSNR, and how it was measured.
+    views = metrics["views"]
+    assert [v["view"] for v in views] == [0, 1] and [v["name"] for v in views] == ["r_0", "r_1"]  # data.test_views=2
+    assert metrics["test/psnr"] == pytest.approx(sum(v["psnr"] for v in views) / 2, rel=1e-5)
+    protocol = metrics["protocol"]
+    assert protocol["views"] == 2 and protocol["resolution"] == [32, 32] and protocol["background"] == [1.0, 1.0, 1.0]
+    assert "test/lpips" not in metrics and protocol["lpips"]["unavailable"].startswith("LPIPS unavailable")
+    rows = (trained_run / "test_views.csv").read_text().splitlines()
+    assert rows[0] == "view,name,psnr,ssim" and len(rows) == 3
 
 
 @pytest.mark.parametrize(
@@ -50,6 +59,11 @@ def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [v["view"] for v in metrics["views"]] == [0, 1]  # views=2: the first two (default: all)
+    # The same record as the training run's test: the same fields a view, the same protocol.
+    trained_views = json.loads((trained_run / "metrics.json").read_text())["views"]
+    assert [set(v) for v in metrics["views"]] == [set(v) for v in trained_views]
+    assert metrics["protocol"]["views"] == 2 and metrics["protocol"]["resolution"] == [32, 32]
+    assert (tmp_path / "eval" / "test_views.csv").read_text().splitlines()[0] == "view,name,psnr,ssim"
     assert metrics["psnr"] == pytest.approx(sum(v["psnr"] for v in metrics["views"]) / 2, rel=1e-5)
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["psnr"] == pytest.approx(trained["test/psnr"], abs=0.05)  # same model, same views

@@ -31,7 +31,7 @@ def test_every_option_composes_validates_and_builds(make_cfg, group, option):
 
 def test_groups_have_the_promised_options():
     assert options("model") == ["original", "original_lite", "tiny"]
-    assert options("encoding") == ["pe", "pe_raw"]
+    assert options("encoding") == ["none", "pe", "pe_raw"]
     assert {"builtin", "blender"} <= set(options("data"))
     assert {"tiny_lego", "paper_lego"} <= set(options("experiment"))
 
@@ -208,3 +208,51 @@ def test_a_new_model_is_one_yaml_file_and_gets_the_default_sampling_and_schedule
         del cfg["hydra"]
     field = build_module(cfg).renderer.coarse_field
     assert len(field.trunk) == 2 and field.trunk[0].out_features == 32
+
+
+def _leaves(node, prefix=""):
+    """{dotted key: value} of a plain config tree."""
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+# The paper's Table 2: each row against the complete model, the keys it changes and to what.
+NO_PE = {"encoding.position.n_freqs": 0, "encoding.direction.n_freqs": 0, "encoding.direction.include_input": True}
+TABLE2_ROWS = {
+    "no_pe": NO_PE,
+    "no_view_dependence": {"model.view_dependent": False},
+    "no_hierarchical": {"sampling.n_c": 256, "sampling.n_f": 0},
+    "no_pe_no_view_no_hierarchical": {**NO_PE, "model.view_dependent": False, "sampling.n_c": 256, "sampling.n_f": 0},
+    "images_25": {"data.train_views": 25},
+    "images_50": {"data.train_views": 50},
+    "l_5": {"encoding.position.n_freqs": 5},
+    "l_15": {"encoding.position.n_freqs": 15},
+}
+
+
+@pytest.mark.parametrize("experiment", ["paper_table2", "paper_table2_800"])
+def test_table2_rows_change_the_complete_model_in_what_they_name_only(experiment):
+    """Every row of experiment=paper_table2 is the complete model (L = 10 and 4 plus the raw
+    position, view-dependent colour, 64 + 128 samples, every training image) with only the
+    row's own keys changed; and the sweep runs every row over three seeds."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    def leaves(row):
+        cfg = compose_config([f"experiment={experiment}", f"table2={row}"])
+        return _leaves(OmegaConf.to_container(cfg, resolve=False))
+
+    complete = leaves("complete")
+    assert (complete["encoding.position.n_freqs"], complete["encoding.position.include_input"]) == (10, True)
+    assert (complete["encoding.direction.n_freqs"], complete["encoding.direction.include_input"]) == (4, False)
+    assert complete["model.view_dependent"] is True and complete["data.train_views"] is None
+    assert (complete["sampling.n_c"], complete["sampling.n_f"]) == (64, 128)
+    for row, changes in TABLE2_ROWS.items():
+        config = leaves(row)
+        changed = {key: config[key] for key in config if config[key] != complete.get(key)}
+        assert changed == changes, row
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    assert sorted(params["table2"].split(",")) == sorted(["complete", *TABLE2_ROWS])
+    assert params["seed"] == "0,1,2"

@@ -107,3 +107,29 @@ def test_accumulated_steps_draw_fresh_batches_and_resume_where_they_stopped(cach
     # epoch after the 4 this stream yields (a length of 4 ended it 6 batches early).
     assert len(batches) == 10 and sum(1 for _ in batches) == 4
     assert batches.precrop_steps == 8  # 4 optimiser steps' worth of batches
+
+
+def test_train_views_are_evenly_spaced_over_the_train_split(cache_dir):
+    """`data.train_views`: 25 of Lego's 100 views are r_0, r_4, …, r_99 (the paper's Table 2
+    row "25 images"); here 3 of the built-in scene's training views are its first, middle and
+    last."""
+    full = BuiltinSceneDataModule(resolution=32, cache_dir=str(cache_dir))
+    full.setup("fit")
+    n = len(full.splits["train"])
+    some = BuiltinSceneDataModule(resolution=32, cache_dir=str(cache_dir), train_views=3)
+    some.setup("fit")
+    chosen = [0, round((n - 1) / 2), n - 1]
+    assert [p.name for p in some.splits["train"].file_paths] == [full.splits["train"].file_paths[i].name for i in chosen]
+    torch.testing.assert_close(some.splits["train"].images, full.splits["train"].images[chosen])
+    torch.testing.assert_close(some.splits["train"].poses, full.splits["train"].poses[chosen])
+    assert len(some.splits["val"]) == len(full.splits["val"])  # only the train split is thinned
+    everything = BuiltinSceneDataModule(resolution=32, cache_dir=str(cache_dir), train_views=n + 5)
+    everything.setup("fit")
+    assert len(everything.splits["train"]) == n
+
+
+def test_evenly_spaced_views_of_lego_for_25_images():
+    from nerf_lab.data.datamodule import _evenly_spaced
+
+    assert _evenly_spaced(25, 100)[:4] == [0, 4, 8, 12] and _evenly_spaced(25, 100)[-1] == 99
+    assert len(set(_evenly_spaced(50, 100))) == 50

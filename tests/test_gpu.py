@@ -83,11 +83,43 @@ def render_float64(model: NeRFRenderer, rays: RayBundle) -> torch.Tensor:
         torch.set_default_dtype(default)
 
 
+def blocked_cumsum(original):
+    """torch.cumsum adding in another order, as a GPU's parallel scan does: a scan inside blocks
+    of 8 values, then each block's offset (the sums before it) added. The same sums, rounded
+    differently."""
+
+    def cumsum(x: torch.Tensor, dim: int = -1, **kwargs) -> torch.Tensor:
+        assert dim in (-1, x.dim() - 1)
+        n = x.shape[-1]
+        blocks = torch.nn.functional.pad(x, (0, -n % 8)).reshape(*x.shape[:-1], -1, 8)
+        inner = original(blocks, dim=-1)
+        offsets = original(inner[..., -1], dim=-1) - inner[..., -1]
+        return (inner + offsets[..., None]).reshape(*x.shape[:-1], -1)[..., :n]
+
+    return cumsum
+
+
+def test_a_float64_render_does_not_depend_on_the_order_of_its_sums(monkeypatch):
+    """Why CUDA and CPU float64 renders differed by up to 6.6e-4 (H200, 2026-12-04), reproduced
+    on the CPU: the compositing cast its inputs to float32, so a "float64" render's weights
+    carried float32 rounding, and a cumulative sum added in another order (a GPU's scan) moved
+    them by ~1e-7, which the fine pass, placing its samples from the weights, amplified: up to
+    4.7e-4 in 94 % of the values of this 24 × 24 view, as on the H200. Composited in float64,
+    the two orders agree to 1e-12 (measured), well within 1e-9."""
+    rays = view_rays(24, "cpu")
+    plain = render_float64(paper_model(depth=2, width=64), rays)
+    monkeypatch.setattr(torch, "cumsum", blocked_cumsum(torch.cumsum))
+    reordered = render_float64(paper_model(depth=2, width=64), rays)
+    assert plain.dtype == torch.float64 and plain.std() > 0.01
+    torch.testing.assert_close(reordered, plain, rtol=0, atol=1e-9)
+
+
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_renders_the_image_the_cpu_renders():
     """The same weights render the same view on the GPU as on the CPU: in float64 to 1e-9 (the
-    same computation), in float32 each within float32's own error, under bf16 autocast (as
+    same computation; float64 throughout, compositing included, so that another order of the
+    devices' sums moves it by ~1e-12, see the test above), in float32 each within float32's own error, under bf16 autocast (as
     training runs there) within what bf16's 8-bit mantissa allows.
 
     Float32 cannot promise 1e-4 here, on either device. The CPU's own float32 render is up to

@@ -82,6 +82,23 @@ def test_compiling_pays_only_when_the_run_is_long_enough():
     assert best_plan(30.0, paths, 1, 5) is None  # no path fits
 
 
+def test_seeds_sharing_the_gpu_are_each_planned_at_a_share_of_the_bench():
+    """`white`: 3 seeds of an arm train at once, each planned at a third of the speed its bench
+    measured alone and with views three times as slow. With the H200's paper-model bench of
+    2026-12-04 (28.32 steps/s, 1.915 s a view, 22.2 s of start-up) and an arm of 143 s: 5 test
+    views and 4 + 1 validations of one view at 5.745 s, a 14.3 s margin, so each seed trains
+    143 − 22.2 − 10 · 5.745 − 14.3 = 49.05 s at 9.44 steps/s: 463 steps."""
+    import gpu_run
+
+    alone = Measured(28.32, 1.915, 22.2)
+    shared, plan = gpu_run.shared_plan(143.0, alone, 3, gpu_run.GPU)
+    assert (shared.steps_per_s, shared.s_per_view, shared.startup_s) == pytest.approx((9.44, 5.745, 22.2))
+    assert plan.train_s == pytest.approx(143 - 22.2 - 10 * 5.745 - 14.3, abs=0.01)
+    assert plan.max_steps == 463 and plan.val_check_interval == 463 // 4
+    assert gpu_run.shared_plan(60.0, alone, 3, gpu_run.GPU)[1] is None  # no training time left: not run
+    assert [arm[0] for arm in gpu_run.WHITE_ARMS] == ["lite_pe", "lite_pe_raw", "paper_pe"]
+
+
 @pytest.mark.slow
 @requires_lego
 def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp_path, cache_dir):
@@ -123,6 +140,34 @@ def test_a_toy_rehearsal_cut_inside_its_steps_still_returns_what_it_measured(tmp
     assert (ship / "study_summary.md").read_text() == summary
 
 
+@pytest.mark.slow
+@requires_lego
+def test_a_toy_white_rehearsal_returns_each_seeds_records_and_the_count_of_stuck_runs(tmp_path, cache_dir):
+    """`white --toy` with the paper model's bench cut after 1 s (so its arm is not run, saying
+    why) and the second arm after 1 s: the first arm's three seeds train at once and each
+    comes back with its curve and test record; the summary counts the stuck runs of every
+    arm that ran; no checkpoint comes back."""
+    out, ship = tmp_path / "white", tmp_path / "OUT"
+    env = {"OUT": str(ship), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "GPU_BUDGET_S": "1200", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_PAPER": "1", "GPU_LIMIT_WHITE_LITE_PE_RAW": "1"}
+    result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "white", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
+                        cwd=tmp_path, cache=cache_dir, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    steps = {step["step"]: step["status"] for step in json.loads((out / "steps.json").read_text())}
+    assert steps["bench_lite"] == "done" and steps["bench_paper"] == "stopped at its limit"
+    assert steps["white_lite_pe"] == "done" and steps["white_lite_pe_raw"] == "stopped at its limit"
+    for seed in range(3):
+        record = out / f"2_white_lite_pe_seed{seed}"
+        assert (record / "curve.csv").is_file() and (record / "test_views.csv").is_file()
+        assert json.loads((record / "metrics.json").read_text())["protocol"]["views"] == 2
+    summary = (out / "summary.md").read_text()
+    assert "the paper's model, γ(p) alone: not run (its bench measured nothing)" in summary
+    assert "runs stuck an arm: the original study's model, γ(p) alone: " in summary
+    assert not list(out.rglob("*.ckpt"))
+    with tarfile.open(ship / "white.tgz") as archive:
+        assert "white/2_white_lite_pe_seed2/metrics.json" in archive.getnames()
+
+
 def test_a_step_past_its_limit_is_stopped_and_what_it_wrote_comes_back(tmp_path):
     """A step that writes a run's curve and then hangs, ignoring SIGTERM: at its limit it gets
     SIGTERM, then SIGKILL after the grace; its records (no checkpoint) were copied into the out
@@ -145,6 +190,28 @@ def test_a_step_past_its_limit_is_stopped_and_what_it_wrote_comes_back(tmp_path)
     assert "white_pe: stopped at its limit" in (tmp_path / "OUT" / "study_summary.md").read_text()
     assert part.run_step("quick", [sys.executable, "-c", "pass"], limit_s=10) == "done"
     assert part.run_step("late", [sys.executable, "-c", "pass"], limit_s=0) == "skipped"
+
+
+def test_runs_side_by_side_in_one_step_each_record_themselves_when_stopped(tmp_path):
+    """`white` runs an arm's seeds at once in one step: at the limit each gets the SIGTERM and,
+    taking a moment to record itself (as a training run writes error.txt and last.ckpt), still
+    does so before the shell ends the step."""
+    import shlex
+
+    from gpu_run import side_by_side
+    from gpu_steps import Part
+
+    def run(index: int) -> str:
+        code = (f"import pathlib, signal, sys, time\n"
+                f"def stop(*_):\n    time.sleep(1); pathlib.Path({str(tmp_path)!r}, 'error{index}.txt').write_text('stopped'); sys.exit(143)\n"
+                f"signal.signal(signal.SIGTERM, stop)\ntime.sleep(60)")
+        return shlex.join([sys.executable, "-c", code])
+
+    part = Part("white", tmp_path / "out", tmp_path / "work", budget_s=60, grace_s=10, ship_every_s=0.5)
+    assert part.run_step("white_lite_pe", side_by_side([run(i) for i in range(3)]), limit_s=3) == "stopped at its limit"
+    assert sorted(path.name for path in tmp_path.glob("error*.txt")) == ["error0.txt", "error1.txt", "error2.txt"]
+    [record] = json.loads((tmp_path / "out" / "steps.json").read_text())
+    assert record["seconds"] < 10  # ended when the runs had recorded themselves, not at the SIGKILL
 
 
 def test_an_archive_too_large_to_return_is_packed_without_the_events(tmp_path, monkeypatch):

@@ -3,8 +3,11 @@
 Writes, into the run folder: `views/<n>.png` (prediction | ground truth | depth, labelled);
 for other metric tools (LPIPS, FLIP), each view's plain prediction `pred/<view>.png`, its ground
 truth `gt/<view>.png` and its depth `depth/<view>.npy` (float32, scene units; where nothing was
-hit, far), named after the split's image (`r_0`); and `metrics.json` with PSNR and SSIM for
-every view and their means, and the resolution evaluated at.
+hit, far), named after the split's image (`r_0`); `metrics.json` with PSNR, SSIM and, where
+its weights are on the machine, LPIPS (VGG) for every view (`views`) and their means, the
+resolution evaluated at, and the protocol (`nerf_lab.training.views`: background, SSIM's window
+and variant, number of views); and `test_views.csv`, the views' rows. A training run's test
+writes the same record.
 
 `resolution=<width>` evaluates at another image width than the training run's (up to the
 source images'); the scene's settings (`data.*`) otherwise all come from the checkpoint.
@@ -30,6 +33,7 @@ from nerf_lab.config.build import CONF_DIR, EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.visuals.panels import comparison_strip, to_uint8
 from nerf_lab.runs.records import write_json_atomically
+from nerf_lab.training.views import VIEWS_CSV, record_test_views
 
 
 class SaveViews(pl.Callback):
@@ -75,16 +79,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": "test",
         "psnr": float(trainer.callback_metrics["test/psnr"]),
         "ssim": float(trainer.callback_metrics["test/ssim"]),
-        "views": per_view,
         "resolution": [datamodule.splits["test"].width, datamodule.splits["test"].height],
         "precision": precision,
     }
+    if "test/lpips" in trainer.callback_metrics:
+        metrics["lpips"] = float(trainer.callback_metrics["test/lpips"])
+    # The same per-view record and protocol as a training run's test writes.
+    metrics.update(record_test_views(output_dir, per_view, trained.module.test_protocol))
     write_json_atomically(output_dir / "metrics.json", metrics)
     width, height = metrics["resolution"]
+    lpips = f", LPIPS ({metrics['protocol']['lpips']['network']}) {metrics['lpips']:.3f}" if "lpips" in metrics else ""
     print(
-        f"test: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(per_view)} views at {width}×{height} px; "
-        f"images and metrics.json in {output_dir}"
+        f"test: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}{lpips} over {len(per_view)} views at {width}×{height} px; "
+        f"images, metrics.json and {VIEWS_CSV} in {output_dir}"
     )
+    if "lpips" not in metrics:
+        print(metrics["protocol"]["lpips"]["unavailable"])
     return metrics
 
 

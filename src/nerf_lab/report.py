@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default=None, help="the report's heading")
     parser.add_argument("--no-render", action="store_true", help="skip the test-view grid and orbit (no checkpoints needed)")
     parser.add_argument("--no-orbit", action="store_true", help="skip the orbit GIF only (24 renders an arm)")
+    parser.add_argument(
+        "--reference", default=None, metavar="ARM",
+        help="compare every arm with this one (its name as the report writes it, e.g. table2=complete) instead of the best",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.sweep_dir.is_dir():
@@ -28,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         out_dir = args.out or args.sweep_dir / "report"
         if out_dir.exists() and not out_dir.is_dir():
             raise NerfLabError(f"--out {out_dir} is a file: expected a folder for the report (it is made if missing)")
-        summary = build_report(args.sweep_dir, out_dir, args.title, render=not args.no_render, orbit=not args.no_orbit)
+        summary = build_report(
+            args.sweep_dir, out_dir, args.title, render=not args.no_render, orbit=not args.no_orbit, reference=args.reference
+        )
     except NerfLabError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR_EXIT_CODE) from None

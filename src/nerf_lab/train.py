@@ -35,6 +35,7 @@ from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.resume import ScheduleFromConfig
 from nerf_lab.config.stored import CHOICES_KEY, run_choices
 from nerf_lab.runs.records import finish_record, start_record
+from nerf_lab.training.views import record_test_views
 from nerf_lab.runs.stops import (
     RunInterrupted,
     StopSignals,
@@ -151,6 +152,8 @@ def _train(
     )
     if trainer.is_global_zero:
         log_run_figures(logger, metrics, step=trainer.global_step)
+        if cfg.test:
+            metrics.update(record_test_views(output_dir, module.test_views, module.test_protocol))
         finish_record(output_dir, metrics)
         print(_summary_line(metrics, output_dir))
     return metrics

@@ -20,15 +20,17 @@ from typing import Any
 from nerf_lab.analysis.curves import add_early_val_psnr, read_all_curves
 from nerf_lab.analysis.figures import orbit_gif, plot_curves, render_grid
 from nerf_lab.analysis.stats import Arm, MeanStd, group_into_arms
-from nerf_lab.analysis.summary import COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
+from nerf_lab.analysis.summary import COLUMNS, OPTIONAL_COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
 from nerf_lab.errors import NerfLabError
 from nerf_lab.runs.records import format_table, read_sweep, write_json_atomically
 
 
 def build_report(
-    sweep_dir: Path, out_dir: Path, title: str | None = None, render: bool = True, orbit: bool = True
+    sweep_dir: Path, out_dir: Path, title: str | None = None, render: bool = True, orbit: bool = True,
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """Write `report.md`, `report.json` and the figures for a sweep; return the JSON."""
+    """Write `report.md`, `report.json` and the figures for a sweep; return the JSON. Verdicts
+    are against the `reference` arm when given (e.g. `table2=complete`), else the best arm."""
     jobs = read_sweep(sweep_dir)
     if not jobs:
         raise NerfLabError(f"{sweep_dir} holds no job folders (folders with .hydra/): expected a sweep's folder")
@@ -36,8 +38,11 @@ def build_report(
     arms, shared = group_into_arms(jobs)
     curves = read_all_curves(jobs)
     early_step = add_early_val_psnr(jobs, curves)
+    summarise(arms, shared, early_step, title="", sweep="", figures=[], reference=reference)  # a wrong --reference fails before any figure
     figures = draw_figures([arm for arm in arms if arm.completed], curves, out_dir, render, orbit)
-    summary = summarise(arms, shared, early_step, title=title or sweep_dir.name, sweep=str(sweep_dir), figures=figures)
+    summary = summarise(
+        arms, shared, early_step, title=title or sweep_dir.name, sweep=str(sweep_dir), figures=figures, reference=reference
+    )
     (out_dir / "report.md").write_text(render_markdown(summary))
     data = to_json(summary)
     write_json_atomically(out_dir / "report.json", data)
@@ -77,14 +82,18 @@ def render_markdown(summary: Summary) -> str:
     lines += [f"Sweep: `{s.sweep}` — {len(s.runs)} jobs, {len(s.runs) - len(s.not_completed)} completed.", ""]
     if s.shared_overrides:
         lines += ["Settings shared by every job: " + ", ".join(f"`{o}`" for o in s.shared_overrides), ""]
+    unknown = MeanStd(None, None, 0)
+    # A column no run has (LPIPS without its weights on the machine) is left out.
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL_COLUMNS or any(arm.stats.get(c[0], unknown).mean is not None for arm in s.arms)]
+    run_columns = [c for c in RUN_COLUMNS if c in columns]
     arm_rows = [
         [arm.name, f"{arm.completed}/{len(arm.jobs)}"]
-        + [_format(arm.stats[key], decimals) for key, _, decimals in COLUMNS]
+        + [_format(arm.stats.get(key, unknown), decimals) for key, _, decimals in columns]
         + [f"{len(arm.white_minimum)}/{arm.completed}"]
         for arm in s.arms
     ]
     lines += ["## Arms (mean ± standard deviation over seeds)", ""]
-    lines += [format_table(arm_rows, ["arm", "seeds done", *[title for _, title, _ in COLUMNS], "white minimum"]), ""]
+    lines += [format_table(arm_rows, ["arm", "seeds done", *[title for _, title, _ in columns], "white minimum"]), ""]
     lines += [
         (
             f"*white minimum*: runs whose test PSNR is within {s.white_minimum_margin:g} dB of an image of "
@@ -93,15 +102,16 @@ def render_markdown(summary: Summary) -> str:
         "",
     ]
     run_rows = [
-        [run.arm, run.seed or "–", *[_value(run.metrics.get(key), d) for key, _, d in RUN_COLUMNS], run.state, run.job.split("_", 1)[0]]
+        [run.arm, run.seed or "–", *[_value(run.metrics.get(key), d) for key, _, d in run_columns], run.state, run.job.split("_", 1)[0]]
         for run in s.runs
     ]
-    lines += ["## Runs", "", format_table(run_rows, ["arm", "seed", *[title for _, title, _ in RUN_COLUMNS], "state", "job"]), ""]
+    lines += ["## Runs", "", format_table(run_rows, ["arm", "seed", *[title for _, title, _ in run_columns], "state", "job"]), ""]
+    against = "the reference arm" if s.reference is not None else "the best arm"
     if s.best_arm is not None:
-        lines += [f"## Verdicts (test PSNR, against the best arm: {s.best_arm})", ""]
+        lines += [f"## Verdicts (test PSNR, against {against}: {s.best_arm})", ""]
         lines += [
             (
-                f"Each arm against the best by Welch's t-test (the arms' variances need not be equal); a "
+                f"Each arm against {'it' if s.reference is not None else 'the best'} by Welch's t-test (the arms' variances need not be equal); a "
                 f"difference is called real when p < {1 - s.confidence:.2g}, that is at {level} confidence."
             ),
             "",
@@ -110,7 +120,8 @@ def render_markdown(summary: Summary) -> str:
         lines += [""]
     early = s.early
     if early.best_arm is not None and early.comparisons:
-        lines += [f"## Early convergence (val PSNR at step {early.step}, the first validation; best arm: {early.best_arm})", ""]
+        early_against = "reference arm" if s.reference is not None and early.best_arm == s.reference else "best arm"
+        lines += [f"## Early convergence (val PSNR at step {early.step}, the first validation; {early_against}: {early.best_arm})", ""]
         lines += [
             f"- **{c.arm}**: {c.verdict}; {early.best_arm} {_format(early.arms[early.best_arm], 2)} dB, "
             f"{c.arm} {_format(early.arms[c.arm], 2)} dB."

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nerf_lab.analysis.curves import EARLY_KEY
+from nerf_lab.errors import NerfLabError
 from nerf_lab.analysis.stats import (
     CONFIDENCE,
     SEED_KEY,
@@ -26,12 +27,14 @@ COLUMNS = [
     ("val/psnr_best", "best val PSNR (dB)", 2),
     ("test/psnr", "test PSNR (dB)", 2),
     ("test/ssim", "test SSIM", 3),
+    ("test/lpips", "test LPIPS (VGG)", 3),  # shown only where a run has it (its weights were on the machine)
     ("steps", "steps", 0),
     ("train_time_s", "train time (s)", 0),
     ("steps_per_s", "steps/s", 2),
     ("parameters", "parameters", 0),
 ]
-RUN_COLUMNS = COLUMNS[:3]
+RUN_COLUMNS = COLUMNS[:4]
+OPTIONAL_COLUMNS = ("test/lpips",)
 
 
 @dataclass
@@ -71,12 +74,13 @@ class Summary:
     shared_overrides: list[str]
     arms: list[ArmSummary]
     runs: list[RunSummary]
-    best_arm: str | None  # best mean test PSNR, the arm every other is compared with
+    best_arm: str | None  # the arm every other is compared with: the reference, else the best mean test PSNR
     comparisons: list[Comparison]
     early: EarlySummary
     figures: list[str]
     confidence: float = CONFIDENCE
     white_minimum_margin: float = WHITE_MINIMUM_MARGIN
+    reference: str | None = None  # the arm named by `--reference` (then best_arm is it), else None
 
     @property
     def not_completed(self) -> list[RunSummary]:
@@ -84,14 +88,39 @@ class Summary:
 
 
 def summarise(
-    arms: list[Arm], shared: list[str], early_step: int | None, *, title: str, sweep: str, figures: list[str], seed_key: str = SEED_KEY
+    arms: list[Arm],
+    shared: list[str],
+    early_step: int | None,
+    *,
+    title: str,
+    sweep: str,
+    figures: list[str],
+    seed_key: str = SEED_KEY,
+    reference: str | None = None,
 ) -> Summary:
     """The report's content from the arms (their jobs' metrics, `EARLY_KEY` included where
-    `add_early_val_psnr` stored it): statistics, runs and Welch verdicts against the best arm."""
+    `add_early_val_psnr` stored it): statistics, runs and Welch verdicts of every arm against
+    the `reference` arm (an ablation's complete model, e.g. `table2=complete`), or when None
+    against the arm with the best mean test PSNR.
+
+    Raises `NerfLabError` when `reference` names no arm with a test PSNR (the message lists them)."""
     scored = [arm for arm in arms if arm.values("test/psnr")]
-    best = max(scored, key=lambda arm: arm.mean_std("test/psnr").mean) if scored else None
+    if reference is not None:
+        named = [arm for arm in scored if arm.name == reference]
+        if not named:
+            raise NerfLabError(
+                f"--reference {reference}: no arm of that name with a test PSNR; expected one of: "
+                + (", ".join(arm.name for arm in scored) or "(none)")
+            )
+        best = early_reference = named[0]
+    else:
+        best = max(scored, key=lambda arm: arm.mean_std("test/psnr").mean) if scored else None
+        early_reference = None
     early_scored = [arm for arm in scored if arm.values(EARLY_KEY)] if early_step is not None else []
-    early_best = max(early_scored, key=lambda arm: arm.mean_std(EARLY_KEY).mean) if early_scored else None
+    if early_reference is not None and early_reference in early_scored:
+        early_best: Arm | None = early_reference
+    else:
+        early_best = max(early_scored, key=lambda arm: arm.mean_std(EARLY_KEY).mean) if early_scored else None
     return Summary(
         title=title,
         sweep=sweep,
@@ -116,6 +145,7 @@ def summarise(
             [compare(early_best, arm, EARLY_KEY) for arm in early_scored if arm is not early_best] if early_best else [],
         ),
         figures=figures,
+        reference=reference,
     )
 
 

@@ -55,6 +55,7 @@ PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
     ("white_background", lambda v: isinstance(v, bool), "true or false"),
     ("precrop_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     ("precrop_frac", lambda v: is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    ("train_views", lambda v: v is None or (is_int(v) and v >= 1), "a positive integer (training views, evenly spaced over the split), or null for the whole train split"),
     ("val_views", lambda v: is_int(v) and v >= 1, "a positive integer"),
     ("test_views", lambda v: v is None or (is_int(v) and v >= 1), "a positive integer, or null for the whole test split"),
     # Scenes from captures (nerf_lab.data.geometry); None (a config without the key) means the default.
@@ -70,10 +71,17 @@ def _evenly_spaced(count: int | None, available: int) -> list[int]:
     return np.linspace(0, available - 1, count).round().astype(int).tolist()
 
 
+def _views_of(split: SceneSplit, views: list[int]) -> SceneSplit:
+    """The views of `split` at the indices `views`, in that order."""
+    return SceneSplit(split.images[views], split.poses[views], split.intrinsics[views], tuple(split.file_paths[v] for v in views))
+
+
 class BlenderDataModule(pl.LightningDataModule):
     """A scene in the Blender layout (`nerf_lab.data.blender`) at any resolution.
 
-    `resolution` is the image width in pixels (the study uses 100 and 800); `val_views` views
+    `resolution` is the image width in pixels (the study uses 100 and 800); `train_views`
+    views of the train split are trained on (all when None), evenly spaced over the split as
+    the paper's Table 2 rows with 25 and 50 images take them; `val_views` views
     of the val split are rendered at each validation, evenly spaced (the first is the one shown
     in TensorBoard); `test_views` views of the test split (all when None) are evaluated at the
     end. Decoded images are cached under `cache_dir`. Each parameter is checked here
@@ -97,6 +105,7 @@ class BlenderDataModule(pl.LightningDataModule):
         ray_sampling: str = "all_images",
         precrop_steps: int = 0,
         precrop_frac: float = 0.5,
+        train_views: int | None = None,
         val_views: int = 1,
         test_views: int | None = None,
         cache_dir: str | None = None,
@@ -121,7 +130,7 @@ class BlenderDataModule(pl.LightningDataModule):
         self.batch_rays = batch_rays
         self.ray_sampling = ray_sampling
         self.precrop_steps, self.precrop_frac = precrop_steps, precrop_frac
-        self.val_views, self.test_views = val_views, test_views
+        self.train_views, self.val_views, self.test_views = train_views, val_views, test_views
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.seed = seed
         self.splits: dict[str, SceneSplit] = {}
@@ -198,6 +207,8 @@ class BlenderDataModule(pl.LightningDataModule):
         for split in wanted:
             if split not in self.splits:
                 loaded = self.load(split)
+                if split == "train" and self.train_views is not None and self.train_views < len(loaded):
+                    loaded = _views_of(loaded, _evenly_spaced(self.train_views, len(loaded)))
                 self.splits[split] = SceneSplit(
                     loaded.images.to(device), loaded.poses.to(device), loaded.intrinsics, loaded.file_paths
                 )

@@ -60,7 +60,7 @@ def march(
         alive = (optical_depth <= threshold)[:, None].expand(-1, deltas[:, part].shape[1])
         wanted = alive if keep is None else alive & keep[:, part]
         rgb_part, density_part = query_where(field, positions[:, part], view_directions, wanted)
-        rgb[:, part], density[:, part], evaluated[:, part] = rgb_part.float(), density_part.float(), wanted
+        rgb[:, part], density[:, part], evaluated[:, part] = rgb_part.to(rgb.dtype), density_part.to(density.dtype), wanted
         optical_depth = optical_depth + (density[:, part] * deltas[:, part]).sum(dim=-1)
     return rgb, density, evaluated
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,10 +15,11 @@ from torchmetrics import MaxMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nerf_lab.errors import TrainingDiverged
-from nerf_lab.nerf.metrics import psnr_from_mse
+from nerf_lab.nerf.metrics import LPIPS_NETWORK, perceptual_metric, psnr_from_mse
 from nerf_lab.nerf.marching import RenderOutputs, render_in_chunks
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.training.views import test_protocol
 from nerf_lab.training.hardware import render_chunk
 
 Batch = dict[str, torch.Tensor]
@@ -102,7 +104,12 @@ class NeRFLitModule(pl.LightningModule):
         self.test_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.test_psnr_blank_image = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-        self.test_views: list[dict[str, float]] = []
+        # The test's per-view record and how it was measured (nerf_lab.training.views).
+        self.test_views: list[dict[str, Any]] = []
+        self.test_protocol: dict[str, Any] = {}
+        # LPIPS, when its weights are on the machine: kept in a dict, not as a submodule, so that
+        # its network never enters the state dict (checkpoints).
+        self._perceptual: dict[str, Any] = {}
         # True on the device once any step's loss was NaN or infinite; read (a device sync)
         # only at the logging interval and when training ends.
         self.loss_was_not_finite: torch.Tensor | None = None
@@ -232,24 +239,51 @@ class NeRFLitModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_views = []
+        if "metric" not in self._perceptual:
+            metric, reason = perceptual_metric(self.device)
+            self._perceptual.update(metric=metric, reason=reason)
+            if metric is None:
+                log.info("%s", reason)
+        self.test_protocol = {}
 
     def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
+        lpips = self._perceptual.get("metric")
         with full_precision(self.device):
             # A metric's forward accumulates the view and returns its own score: one computation each.
             psnr, ssim = self.test_psnr(prediction, target), self.test_ssim(prediction, target)
             # An image of nothing but the background: the score of a model stuck in the white minimum.
             self.test_psnr_blank_image.update(self.renderer.background.view(1, 3, 1, 1).expand_as(target), target)
-        self.test_views.append({"view": int(batch["view"]), "psnr": float(psnr), "ssim": float(ssim)})
+            perceptual = lpips(prediction, target) if lpips is not None else None
+        view = int(batch["view"])
+        record: dict[str, Any] = {"view": view, "name": self._test_view_name(view), "psnr": float(psnr), "ssim": float(ssim)}
+        if perceptual is not None:
+            record["lpips"] = float(perceptual)
+        self.test_views.append(record)
+        height, width = target.shape[-2:]
+        self.test_protocol = test_protocol(
+            self.renderer.background.tolist(), width, height, len(self.test_views), self.test_ssim,
+            LPIPS_NETWORK if lpips is not None else self._perceptual.get("reason"),
+        )
         return outputs
 
+    def _test_view_name(self, view: int) -> str | None:
+        """The test split's image of `view` (`r_0`), where the trainer has a data module that says."""
+        try:
+            return Path(self.trainer.datamodule.splits["test"].file_paths[view]).stem
+        except (AttributeError, KeyError, IndexError, RuntimeError):
+            return None
+
     def on_test_epoch_end(self) -> None:
-        self._log_at_global_step(
-            {
-                "test/psnr": self.test_psnr.compute(),
-                "test/ssim": self.test_ssim.compute(),
-                "test/psnr_blank_image": self.test_psnr_blank_image.compute(),
-            }
-        )
+        values = {
+            "test/psnr": self.test_psnr.compute(),
+            "test/ssim": self.test_ssim.compute(),
+            "test/psnr_blank_image": self.test_psnr_blank_image.compute(),
+        }
+        lpips = self._perceptual.get("metric")
+        if lpips is not None:
+            values["test/lpips"] = lpips.compute()
+            lpips.reset()
+        self._log_at_global_step(values)
         for metric in (self.test_psnr, self.test_ssim, self.test_psnr_blank_image):
             metric.reset()

@@ -1,0 +1,72 @@
+"""The per-view record of a test: what a training run's test and `nerf_lab.eval` both write.
+
+`metrics.json` gets `views` (one entry a view: `view`, its index in the test split; `name`, the
+split's image, `r_0`; `psnr`; `ssim`; `lpips` where available) and `protocol` (how they were
+measured: background, resolution, number of views, the PSNR and SSIM definitions, the LPIPS
+network or why it is unavailable); `test_views.csv` beside it holds the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from nerf_lab.files import written_atomically
+
+VIEWS_CSV = "test_views.csv"
+
+PSNR_DEFINITION = (
+    "per view, -10 log10(MSE) over the view's pixels and RGB channels, the prediction clamped to [0, 1], "
+    "in float32; the split's PSNR is the mean of the views'"
+)
+
+
+def ssim_protocol(ssim: Any) -> dict[str, Any]:
+    """The settings of a torchmetrics `StructuralSimilarityIndexMeasure`, as it was run."""
+    return {
+        "implementation": "torchmetrics StructuralSimilarityIndexMeasure, float32",
+        "window": "gaussian" if ssim.gaussian_kernel else "uniform",
+        "window_size_px": int(ssim.kernel_size[0] if isinstance(ssim.kernel_size, (list, tuple)) else ssim.kernel_size),
+        "sigma_px": float(ssim.sigma[0] if isinstance(ssim.sigma, (list, tuple)) else ssim.sigma),
+        "k1": float(ssim.k1),
+        "k2": float(ssim.k2),
+        "data_range": float(ssim.data_range),
+        "variant": "RGB channels averaged; the mean over positions whose window lies wholly inside the image",
+    }
+
+
+def test_protocol(
+    background: list[float], width: int, height: int, views: int, ssim: Any, lpips: str | None
+) -> dict[str, Any]:
+    """The evaluation protocol of a test. `lpips`: the network used (e.g. "vgg"), or the line
+    saying why LPIPS is unavailable (starting "LPIPS unavailable")."""
+    available = lpips is not None and not lpips.startswith("LPIPS unavailable")
+    return {
+        "background": [float(c) for c in background],
+        "resolution": [int(width), int(height)],
+        "views": int(views),
+        "psnr": PSNR_DEFINITION,
+        "ssim": ssim_protocol(ssim),
+        "lpips": {"network": lpips, "inputs": "[0, 1], normalised to [-1, 1]"} if available else {"unavailable": lpips},
+    }
+
+
+def views_csv(views: list[dict[str, Any]]) -> str:
+    """The rows of `test_views.csv`: view, name, psnr, ssim, and lpips when the views have it."""
+    columns = ["view", "name", "psnr", "ssim"] + (["lpips"] if views and all("lpips" in v for v in views) else [])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for view in views:
+        writer.writerow([view.get(column, "") for column in columns])
+    return out.getvalue()
+
+
+def record_test_views(folder: Path, views: list[dict[str, Any]], protocol: dict[str, Any]) -> dict[str, Any]:
+    """Write `test_views.csv` into `folder` (whole or not at all) and return the entries for
+    `metrics.json`: {"views": views, "protocol": protocol}."""
+    with written_atomically(Path(folder) / VIEWS_CSV) as partial:
+        partial.write_text(views_csv(views))
+    return {"views": views, "protocol": protocol}
