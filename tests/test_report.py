@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from nerf_lab.analysis.curves import EARLY_KEY
 from nerf_lab.analysis.report import render_markdown
 from nerf_lab.analysis.stats import Arm, MeanStd, compare, group_into_arms, welch
-from nerf_lab.analysis.summary import COLUMNS, from_json, summarise, to_json
+from nerf_lab.analysis.summary import COLUMNS, TIME_TO_PSNR_KEYS, from_json, summarise, to_json
 from nerf_lab.records.runs import JobResult
 
 
@@ -152,4 +152,31 @@ def test_the_markdown_shows_the_jsons_numbers_and_verdicts():
     failed = [run for run in data["runs"] if run["state"] == "failed"]
     assert len(failed) == 1 and f"`c_2` (x=c seed=2): failed — {failed[0]['error']}" in markdown
     assert re.search(r"\| x=c +\| 2/3 ", markdown)
-    assert set(data["arms"][0]["stats"]) == {key for key, _, _ in COLUMNS}
+    assert set(data["arms"][0]["stats"]) == {key for key, _, _ in COLUMNS} | set(TIME_TO_PSNR_KEYS)
+
+
+def test_time_to_a_psnr_is_the_first_validation_at_or_above_it():
+    from nerf_lab.analysis.curves import time_to_psnr
+
+    # the docstring's example: (step, seconds, val PSNR)
+    curve = np.array([[100, 40.0, 19.1], [200, 80.0, 24.0], [300, 120.0, 26.2], [400, 160.0, 25.0]])
+    assert time_to_psnr(curve) == {20.0: 80.0, 25.0: 120.0, 28.0: None, 30.0: None}
+    assert time_to_psnr(curve, [19.1, 24.0]) == {19.1: 40.0, 24.0: 80.0}  # "reaches" includes equal
+    assert time_to_psnr(np.zeros((0, 3)), [20.0]) == {20.0: None}
+
+
+def test_the_report_tables_time_to_a_psnr_for_every_arm():
+    from nerf_lab.analysis.summary import TIME_TO_PSNR_KEYS
+
+    jobs = arm("a", [25.0, 25.1, 24.9]).jobs + arm("b", [23.0, 23.2, 23.1]).jobs
+    # arm a: 20 dB at 30, 50 and 70 s (mean 50 ± 20), 25 dB by one seed at 90 s; arm b: never 20 dB
+    for job, seconds in zip(jobs[:3], (30.0, 50.0, 70.0)):
+        job.metrics[TIME_TO_PSNR_KEYS[0]] = seconds
+    jobs[0].metrics[TIME_TO_PSNR_KEYS[1]] = 90.0
+    arms, shared = group_into_arms(jobs)
+    markdown = render_markdown(summarise(arms, shared, None, title="t", sweep="s", figures=[]))
+    table = markdown.split("## Time to a PSNR")[1]
+    row_a = next(line for line in table.splitlines() if line.startswith("| x=a "))
+    assert [c.strip() for c in row_a.split("|")[1:-1]] == ["x=a", "50 ± 20 s (3/3)", "90 s (1/3)", "–", "–"]
+    row_b = next(line for line in table.splitlines() if line.startswith("| x=b "))
+    assert [c.strip() for c in row_b.split("|")[1:-1]] == ["x=b", "–", "–", "–", "–"]
