@@ -31,7 +31,7 @@ def test_every_option_composes_validates_and_builds(make_cfg, group, option):
 
 def test_groups_have_the_promised_options():
     assert options("model") == ["ngp", "original", "original_lite", "tiny"]
-    assert options("encoding") == ["hashgrid", "pe", "pe_raw"]
+    assert options("encoding") == ["hashgrid", "pe", "pe_raw", "tiny"]
     assert {"builtin", "blender"} <= set(options("data"))
     assert {"tiny_lego", "paper_lego"} <= set(options("experiment"))
 
