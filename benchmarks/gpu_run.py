@@ -87,7 +87,7 @@ TOY = {
                  "encoding.position.n_levels=4", "encoding.position.max_resolution=64",
                  "encoding.position.log2_table_size=12", "sampling.chunk=4096"],
     "ngp_bench": ["bench.warmup_steps=6", "bench.steps=5"],
-    "ngp_train_s": 60, "ngp_limits": {"bench_ngp": 300, "bench_two_pass": 300, "ngp_report": 300},
+    "ngp_train_s": 60, "ngp_limits": {"bench_ngp": 300, "bench_two_pass": 200, "ngp_report": 200},
 }
 
 

@@ -189,9 +189,9 @@ def test_the_fast_part_rehearsed_returns_the_ngp_bench_run_and_a_cut_two_pass_be
     curve.csv and metrics, the cut step named as such; never a checkpoint."""
     out = tmp_path / "fast"
     env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "GPU_BUDGET_S": "900", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_TWO_PASS": "1"}
+           "GPU_BUDGET_S": "1500", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_TWO_PASS": "1"}
     result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "fast", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
-                        cwd=tmp_path, cache=cache_dir, env=env)
+                        cwd=tmp_path, cache=cache_dir, env=env, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     steps = {step["step"]: step["status"] for step in json.loads((out / "steps.json").read_text())}
