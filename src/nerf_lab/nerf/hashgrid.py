@@ -41,8 +41,6 @@ from nerf_lab.nerf.parameters import BOX_EXPECTED, is_box, is_int, require
 # bits as they are, for cache coherence.
 HASH_PRIMES = (1, 2654435761, 805459861)
 DENSE_LOOKUPS = ("gather", "embedding_bag", "grid_sample")
-# The 8 corners of a cell as offsets (di, dj, dk), corner c = di + 2·dj + 4·dk.
-CORNERS = torch.tensor([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
 
 
 def level_resolutions(n_levels: int, min_resolution: int, max_resolution: int) -> list[int]:
