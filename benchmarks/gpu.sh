@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu.sh study [--toy] [--out DIR]   # gpu tests, bench, white-minimum study (≤ 9 min)
 #   bash benchmarks/gpu.sh paper [--toy] [--out DIR]   # the paper recipe, 4.5 min of training, 25 test views (≤ 9 min)
 #   bash benchmarks/gpu.sh white [--toy] [--out DIR]   # the white minimum, 3 seeds an arm, the original study's model (≤ 9 min)
+#   bash benchmarks/gpu.sh fast [--toy] [--out DIR]    # model=ngp: bench, 5 min of training at 800 px, 25 test
+#                                                      # views; the two-pass model on occupied space (≤ 9 min)
 #
 # Needs: PyTorch (CUDA build), Lightning, torchmetrics, TensorBoard, matplotlib, imageio,
 # jaxtyping, pytest, and hydra-core, omegaconf, antlr4, the hydra launchers, submitit, beartype

@@ -1,8 +1,9 @@
-"""The GPU checks in two parts, each within 9 minutes, that always return what they measured.
+"""The GPU checks in four parts, each within 9 minutes, that always return what they measured.
 
     python benchmarks/gpu_run.py study [--toy] [--out DIR]    # (bash benchmarks/gpu.sh study …)
     python benchmarks/gpu_run.py paper [--toy] [--out DIR]
     python benchmarks/gpu_run.py white [--toy] [--out DIR]
+    python benchmarks/gpu_run.py fast [--toy] [--out DIR]
 
 study: 1. the `gpu` tests → 1_gpu_tests.txt; 2. nerf_lab.bench of experiment=paper_lego, eager,
 compiled and with the occupancy grid (two passes) → 2_bench_{eager,compile,grid}.json; 3. the
@@ -20,6 +21,12 @@ paper: 1. nerf_lab.bench of experiment=paper_lego, eager and compiled → 1_benc
 2. experiment=paper_lego for 4.5 minutes of training (less if the clock is short) on the path
 that trains more steps, then its test over the 25 test views → 2_paper/; 3. its report →
 3_paper_report/.
+fast: 1. nerf_lab.bench of experiment=ngp_lego at 800 px (hash grid, fine steps through the
+occupancy grid) → 1_bench_ngp.json; 2. experiment=ngp_lego at 800 px for 5 minutes of training
+(less if the clock is short), then its test over the 25 test views → 2_ngp/; 3. the paper's
+two-pass model on occupied space (experiment=paper_lego sampling=occupancy sampling.n_f=128,
+timed after the grid's warm-up: steps/s, field evaluations a ray, seconds a view) →
+3_bench_two_pass.json; 4. the ngp run's report → 4_ngp_report/.
 
 Each training run's path (eager or compiled) and steps come from gpu_budget.best_plan on the
 measured speeds. Every step runs
@@ -63,6 +70,15 @@ GPU = {
     "arms_share": 0.55, "validations": 6, "max_val_interval": None, "white_test_views": 5,
     "paper_train_s": 270, "paper_compile": True, "paper_margin": 0.06,
     "white_seeds": 3, "white_validations": 4, "white_startup_shared": False,
+    # fast: instant-ngp's settings at 800 px (16 levels to 2048, T = 2^19, diagonal / 1024).
+    "ngp_size": ["data.resolution=800", "data.batch_rays=4096", "data.val_views=1", "sampling.n_c=1024",
+                 "sampling.grid.resolution=128", "sampling.grid.warmup_steps=50", "sampling.grid.update_every=16",
+                 "encoding.position.n_levels=16", "encoding.position.max_resolution=2048",
+                 "encoding.position.log2_table_size=19"],
+    "ngp_bench": ["bench.warmup_steps=80", "bench.steps=30"],
+    "ngp_train_s": 300, "ngp_limits": {"bench_ngp": 90, "bench_two_pass": 80, "ngp_report": 30},
+    # Without a measured speed: steps the schedule spans, and seconds kept for start-up and test.
+    "ngp_blind_steps": 20000, "ngp_blind_reserve_s": 90,
 }
 # A rehearsal on a CPU: toy sizes, a CPU's times; the paper part eager (compiling takes minutes).
 TOY = {
@@ -81,6 +97,13 @@ TOY = {
     # On 2 cores the seeds' start-ups share the cores as their steps do (on the GPU machine's 16
     # they run side by side).
     "white_seeds": 3, "white_validations": 20, "white_startup_shared": True,
+    "ngp_size": ["data.resolution=32", "data.batch_rays=128", "data.val_views=1", "sampling.n_c=32",
+                 "sampling.grid.resolution=16", "sampling.grid.warmup_steps=4", "sampling.grid.update_every=2",
+                 "encoding.position.n_levels=4", "encoding.position.max_resolution=64",
+                 "encoding.position.log2_table_size=12", "sampling.chunk=4096"],
+    "ngp_bench": ["bench.warmup_steps=6", "bench.steps=5"],
+    "ngp_train_s": 60, "ngp_limits": {"bench_ngp": 300, "bench_two_pass": 200, "ngp_report": 200},
+    "ngp_blind_steps": 200, "ngp_blind_reserve_s": 200,
 }
 # The arms of the `white` part: (name, experiment, encoding, what it is).
 WHITE_ARMS = [
@@ -111,11 +134,15 @@ def merged(*overrides: list[str]) -> list[str]:
     return list(by_key.values())
 
 
-def bench(part: Part, mode: dict, name: str, file: str, extra: list[str], own: float, keep_s: float) -> Measured | None:
-    """Run nerf_lab.bench of the paper's config with `extra` overrides into `file`; note its
-    figures; return them with the start-up its wall time gives, or None if it gave none."""
+def bench(
+    part: Part, mode: dict, name: str, file: str, extra: list[str], own: float, keep_s: float,
+    experiment: str = "paper_lego", size_key: str = "size",
+) -> Measured | None:
+    """Run nerf_lab.bench of `experiment` (the paper's config) at `mode[size_key]` with `extra`
+    overrides into `file`; note its figures; return them with the start-up its wall time gives,
+    or None if it gave none."""
     json_path = part.out / file
-    overrides = merged(["experiment=paper_lego"], mode["size"], mode["bench"], extra,
+    overrides = merged([f"experiment={experiment}"], mode[size_key], mode["bench"], extra,
                        [f"bench.json_path={json_path}", f"hydra.run.dir={part.work / name}"])
     started = time.monotonic()
     status = part.run_step(name, python_command("nerf_lab.bench", *overrides), limit(part, name, own, keep_s))
@@ -335,9 +362,59 @@ def paper(part: Part, mode: dict, toy: bool) -> None:
         part.note(f"- paper recipe: no test; {curve_line(run_dir)}")
 
 
+def fast(part: Part, mode: dict, toy: bool) -> None:
+    limits = mode["ngp_limits"]
+    two_pass_s = limits["bench_two_pass"]
+    ngp = bench(part, mode, "bench_ngp", "1_bench_ngp.json", mode["ngp_bench"], limits["bench_ngp"],
+                keep_s=mode["ngp_train_s"] + two_pass_s, experiment="ngp_lego", size_key="ngp_size")
+    # The two-pass bench and the report come after the training: their time is kept from it.
+    report_s = min(limits["ngp_report"], 0.1 * part.left_s())
+    chosen = best_plan(part.left_s() - two_pass_s - report_s, {"eager": ngp}, 1, 25, mode["validations"],
+                       train_cap_s=mode["ngp_train_s"], margin_fraction=mode["paper_margin"],
+                       max_val_interval=mode["max_val_interval"])
+    run_dir = part.work / "ngp" / "0_ngp_lego"
+    # Without a measured speed (the bench cut or failed) the run is still made, on the clock
+    # alone: trainer.max_time stops it, the schedule planned for more steps than it will take.
+    blind_s = part.left_s() - two_pass_s - report_s - mode["ngp_blind_reserve_s"]
+    if chosen is None and (ngp is not None or blind_s < 30):
+        part.note("- model=ngp training: not run (no training time left)")
+    else:
+        if chosen is None:
+            train_s = min(mode["ngp_train_s"], blind_s)
+            trainer = [f"trainer.max_steps={mode['ngp_blind_steps']}", f"trainer.val_check_interval={mode['ngp_blind_steps'] // 10}",
+                       f"trainer.max_time=00:00:{int(train_s) // 60:02d}:{int(train_s) % 60:02d}"]
+            part.note(f"- model=ngp: no speed measured; {train_s:.0f} s training by trainer.max_time, then the 25 test views")
+        else:
+            _, plan = chosen
+            plan.write(part.out / "budget_ngp.json")
+            trainer = plan.overrides()
+            short = "" if plan.train_s >= mode["ngp_train_s"] else " (less than the 5 minutes: the clock was short)"
+            part.note(f"- model=ngp: {plan.train_s:.0f} s training{short}, {plan.max_steps} steps at "
+                      f"{plan.steps_per_s:.2f} steps/s, then the 25 test views")
+        overrides = ["experiment=ngp_lego", *mode["ngp_size"], "data.test_views=null", *trainer]
+        metrics = train_run(part, "2_ngp", run_dir, overrides, limit(part, "ngp", part.left_s(), keep_s=two_pass_s))
+        if metrics:
+            m = metrics
+            part.note(f"- model=ngp ({m['precision']}): test PSNR {m.get('test/psnr', math.nan):.2f} dB, "
+                      f"SSIM {m.get('test/ssim', math.nan):.3f} over the test views after {m['steps']} steps, "
+                      f"{m['train_time_s']:.0f} s training ({m['steps_per_s']:.1f} steps/s), {m['wall_time_s']:.0f} s "
+                      f"with validation and test; {m['device']}; {curve_line(run_dir)}")
+        else:
+            part.note(f"- model=ngp: no test; {curve_line(run_dir)}")
+    # The paper's two passes, both through the occupancy grid, timed after the grid's warm-up.
+    bench(part, mode, "bench_two_pass", "3_bench_two_pass.json", mode["grid"], two_pass_s, keep_s=0.0)
+    if (run_dir / "metrics.json").is_file():
+        report = python_command("nerf_lab.report", str(run_dir.parent), "--out", str(part.out / "4_ngp_report"),
+                                "--no-orbit", "--title", "model=ngp on Lego at 800 px")
+        part.run_step("ngp_report", report, limit(part, "ngp_report", part.left_s()))
+
+
+PARTS = {"study": study, "paper": paper, "white": white, "fast": fast}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python benchmarks/gpu_run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["study", "paper", "white"])
+    parser.add_argument("part", choices=list(PARTS))
     parser.add_argument("--toy", action="store_true", help="toy sizes and a CPU's times: a rehearsal on a CPU")
     parser.add_argument("--out", type=Path, default=None,
                         help="the out folder, fresh (default benchmarks/results/gpu/<part>, toy: outputs/gpu_toy/<part>)")
@@ -368,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     part.note(f"# GPU part `{args.part}`, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
               f"{' (toy sizes: a rehearsal, no figure to report)' if toy else ''}")
     part.note(f"- machine: {device} | torch {torch.__version__} | clock {part.budget_s:.0f} s")
-    {"study": study, "paper": paper, "white": white}[args.part](part, mode, toy)
+    PARTS[args.part](part, mode, toy)
     part.note(f"- done in {time.monotonic() - part.started:.0f} s")
     part.ship()
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -121,9 +122,14 @@ def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
 
 
 def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
+    # a run's validation curve: 20 dB first reached at 80 s, 25 dB at 120 s, 28 dB never
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "curve.csv").write_text(
+        "step,wall_s,val_psnr,val_ssim\n100,40.0,19.1,0.7\n200,80.0,24.0,0.8\n300,120.0,26.2,0.85\n"
+    )
     result = run_command(
         "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "bench.profile_steps=2",
-        "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir,
+        "bench.curve_from=run", "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "bench" / "bench.json").read_text())
@@ -134,6 +140,8 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
     # Without an occupancy grid every one of the 16 samples a ray reaches the field.
     assert figures["field_evals_per_ray"] == 16 and figures["occupied_fraction"] is None
     assert "steps/s" in result.stdout
+    assert figures["time_to_psnr_s"] == {"20": 80.0, "25": 120.0, "28": None, "30": None}
+    assert re.search(r"time to 25 dB +\| 120 s", result.stdout) and re.search(r"time to 28 dB +\| not reached", result.stdout)
     # The profiled steps come after the timed ones; the model's stages are a part of the step.
     stages = figures["profile_ms_per_step"]
     assert set(stages) == {"step", "nerf.sampling", "nerf.field", "nerf.compositing"}

@@ -30,8 +30,8 @@ def test_every_option_composes_validates_and_builds(make_cfg, group, option):
 
 
 def test_groups_have_the_promised_options():
-    assert options("model") == ["original", "original_lite", "tiny"]
-    assert options("encoding") == ["none", "pe", "pe_raw"]
+    assert options("model") == ["ngp", "original", "original_lite", "tiny"]
+    assert options("encoding") == ["hashgrid", "none", "pe", "pe_raw", "tiny"]
     assert {"builtin", "blender"} <= set(options("data"))
     assert {"tiny_lego", "paper_lego"} <= set(options("experiment"))
 
@@ -159,6 +159,32 @@ def test_bad_values_name_the_key_and_what_is_allowed(make_cfg, override, message
     assert "\n" not in str(caught.value)
 
 
+def test_model_ngp_builds_the_papers_small_field_sampling_and_optimiser(make_cfg):
+    module = build_module(make_cfg("model=ngp", "encoding=hashgrid", fast=False))
+    field, sampler = module.model.coarse_field, module.model.sampler
+    assert module.model.fine_field is None
+    assert [layer.out_features for layer in field.density_mlp if hasattr(layer, "out_features")] == [64, 16]
+    assert [layer.out_features for layer in field.color_mlp if hasattr(layer, "out_features")] == [64, 64, 3]
+    assert field.color_mlp[0].in_features == 15 + 24  # geometry features + γ(d) at L = 4
+    assert field.density_mlp[0].in_features == field.position_encoding.out_dim == 8 * 2
+    assert type(sampler).__name__ == "OccupancyGridSampler" and sampler.n_coarse == 256
+    optimizer = module.make_optimizer(module.model.parameters())
+    assert optimizer.defaults["betas"] == (0.9, 0.99) and optimizer.defaults["eps"] == 1e-15 and optimizer.defaults["lr"] == 1e-2
+    assert optimizer.defaults["weight_decay"] == 0
+
+
+@pytest.mark.parametrize(("model", "encoding"), [("ngp", "pe_raw"), ("tiny", "hashgrid"), ("original", "hashgrid")])
+def test_any_encoding_builds_with_any_field(make_cfg, model, encoding):
+    module = build_module(make_cfg(f"model={model}", f"encoding={encoding}"))
+    assert module.model.coarse_field.position_encoding.out_dim == (16 if encoding == "hashgrid" else 63)
+
+
+def test_a_combination_that_cannot_work_is_refused_naming_the_key(make_cfg):
+    with pytest.raises(ConfigError, match=r"^data.scene_box=None is not allowed: expected .*\(the hash grid covers it\)$") as caught:
+        validate_config(make_cfg("model=ngp", "encoding=hashgrid", "data.scene_box=null"))
+    assert "\n" not in str(caught.value)
+
+
 def test_empty_encoding_is_refused(make_cfg):
     with pytest.raises(ConfigError, match=r"encoding.position.n_freqs=0 is not allowed: expected n_freqs >= 1 or include_input=true"):
         validate_config(make_cfg("encoding=pe", "encoding.position.n_freqs=0"))
@@ -166,7 +192,7 @@ def test_empty_encoding_is_refused(make_cfg):
 
 def test_unknown_option_lists_the_allowed_ones():
     assert unknown_option_error(["model=huge"]) == (
-        "model=huge: no such option in conf/model/; expected one of: original, original_lite, tiny"
+        "model=huge: no such option in conf/model/; expected one of: ngp, original, original_lite, tiny"
     )
     assert "encoding=fourier" in unknown_option_error(["-m", "encoding=pe,fourier"])
     assert unknown_option_error(["model=original", "model.depth=4", "hydra/launcher=joblib"]) is None

@@ -245,3 +245,31 @@ def test_a_given_out_folder_holding_files_is_refused_with_one_line(tmp_path, cac
                         cwd=tmp_path, cache=cache_dir, env={"PYTHONPATH": str(REPO_ROOT / "src")}, timeout=120)
     assert one_line_error(result) == f"error: --out {out} already holds files: give a fresh folder"
     assert [path.name for path in out.iterdir()] == ["summary.md"] and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+@requires_lego
+def test_the_fast_part_rehearsed_returns_the_ngp_bench_run_and_a_cut_two_pass_bench(tmp_path, cache_dir):
+    """`fast --toy` on this CPU: the bench of model=ngp, a short model=ngp run with its test
+    (the toy's 25 test views at 32 px), then the two-pass bench cut after 1 s. The out folder
+    holds the bench's figures (field evaluations a ray, seconds a view), the run's budget,
+    curve.csv and metrics, the cut step named as such; never a checkpoint."""
+    out = tmp_path / "fast"
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "GPU_BUDGET_S": "1500", "GPU_GRACE_S": "10", "GPU_LIMIT_BENCH_TWO_PASS": "1"}
+    result = run_script(REPO_ROOT / "benchmarks/gpu_run.py", "fast", "--toy", "--out", str(out), "--work", str(tmp_path / "work"),
+                        cwd=tmp_path, cache=cache_dir, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    steps = {step["step"]: step["status"] for step in json.loads((out / "steps.json").read_text())}
+    assert steps["bench_ngp"] == "done" and steps["2_ngp"] == "done" and steps["bench_two_pass"] == "stopped at its limit"
+    bench = json.loads((out / "1_bench_ngp.json").read_text())
+    assert bench["config"]["model"]["_target_"].endswith("NGPField") and 0 < bench["field_evals_per_ray"] <= 32
+    assert bench["render_s_per_view"] > 0
+    budget = json.loads((out / "budget_ngp.json").read_text())
+    metrics = json.loads((out / "2_ngp" / "metrics.json").read_text())
+    assert metrics["steps"] <= budget["max_steps"] and "test/psnr" in metrics
+    assert (out / "2_ngp" / "curve.csv").is_file() and not (out / "3_bench_two_pass.json").exists()
+    summary = (out / "summary.md").read_text()
+    assert "model=ngp (" in summary and "test PSNR" in summary and "bench_two_pass: stopped at its limit" in summary
+    assert not list(out.rglob("*.ckpt"))

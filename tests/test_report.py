@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from nerf_lab.analysis.curves import EARLY_KEY
 from nerf_lab.analysis.report import render_markdown
 from nerf_lab.analysis.stats import Arm, MeanStd, compare, group_into_arms, welch
-from nerf_lab.analysis.summary import COLUMNS, from_json, summarise, to_json
+from nerf_lab.analysis.summary import COLUMNS, TIME_TO_PSNR_KEYS, from_json, summarise, to_json
 from nerf_lab.runs.records import JobResult
 
 
@@ -152,40 +152,5 @@ def test_the_markdown_shows_the_jsons_numbers_and_verdicts():
     failed = [run for run in data["runs"] if run["state"] == "failed"]
     assert len(failed) == 1 and f"`c_2` (x=c seed=2): failed — {failed[0]['error']}" in markdown
     assert re.search(r"\| x=c +\| 2/3 ", markdown)
-    assert set(data["arms"][0]["stats"]) == {key for key, _, _ in COLUMNS}
-
-
-def test_a_reference_arm_is_what_every_arm_is_compared_with():
-    """`--reference table2=complete`: the complete model is the arm every row is tested against,
-    even where a row scores higher; a name that is no arm is refused, naming the arms."""
-    from nerf_lab.errors import NerfLabError
-
-    complete, better, worse = arm("complete", [10.0, 11.0, 12.0]), arm("more", [14.0, 15.0, 16.0]), arm("less", [7.0, 8.0, 9.0])
-    summary = summarise([complete, better, worse], [], None, title="t", sweep="s", figures=[], reference="x=complete")
-    assert summary.best_arm == "x=complete" and summary.reference == "x=complete"
-    by_arm = {c.arm: c for c in summary.comparisons}
-    assert set(by_arm) == {"x=more", "x=less"}
-    # differences, other − reference: +4 and −3 dB, both with s² = 1 a side: SE = √(2/3)
-    assert by_arm["x=more"].all_runs.difference == pytest.approx(4.0)
-    assert by_arm["x=less"].all_runs.difference == pytest.approx(-3.0)
-    assert by_arm["x=more"].verdict.startswith("x=more is better by 4.00 dB")
-    assert by_arm["x=less"].verdict.startswith("x=complete is better by 3.00 dB")
-    markdown = render_markdown(summary)
-    assert "## Verdicts (test PSNR, against the reference arm: x=complete)" in markdown
-    assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
-    assert summarise([complete, better], [], None, title="t", sweep="s", figures=[]).best_arm == "x=more"
-    with pytest.raises(NerfLabError, match=r"--reference x=full: no arm of that name .* x=complete, x=more"):
-        summarise([complete, better], [], None, title="t", sweep="s", figures=[], reference="x=full")
-
-
-def test_lpips_stands_beside_psnr_and_ssim_where_the_runs_have_it():
-    without = arm("a", [10.0, 11.0, 12.0])
-    assert "LPIPS" not in render_markdown(summarise([without], [], None, title="t", sweep="s", figures=[]))
-    scored = arm("b", [10.0, 11.0, 12.0])
-    for job, value in zip(scored.jobs, [0.1, 0.2, 0.3]):
-        job.metrics["test/lpips"] = value
-    markdown = render_markdown(summarise([scored, without], [], None, title="t", sweep="s", figures=[]))
-    header = next(line for line in markdown.splitlines() if line.startswith("| arm ") and "seeds done" in line)
-    assert header.index("test SSIM") < header.index("test LPIPS (VGG)") < header.index("steps")
-    row = next(line for line in markdown.splitlines() if line.startswith("| x=b ") and "3/3" in line)
-    assert "0.200 ± 0.100" in row  # mean and standard deviation of 0.1, 0.2, 0.3
+from nerf_lab.analysis.summary import COLUMNS, TIME_TO_PSNR_KEYS, from_json, summarise, to_json
+from nerf_lab.runs.records import JobResult

@@ -20,11 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.cli import hydra_command, run_task
+from nerf_lab.errors import ConfigError
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_initial_weights
 from nerf_lab.config.build import CONF_DIR, build_run
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.records import format_table, write_json_atomically
+from nerf_lab.analysis.curves import PSNR_MILESTONES, read_curve_csv, time_to_psnr
 from nerf_lab.analysis.benchmarking import (
     FieldEvalMeter,
     ProfileSteps,
@@ -109,6 +111,13 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         ["MLP bound", f"{results['mlp_bound_steps_per_s']:.2f} steps/s", f"{results['mlp_gflop_per_step']} GFLOP a step at {results['matmul_tflops_measured']} TFLOP/s"],
         ["step / bound", f"{results['fraction_of_mlp_bound']:.0%}", "of the matrix-product bound"],
     ]
+    if cfg.bench.get("curve_from"):
+        seconds = time_to_psnr_of_run(Path(cfg.bench.curve_from))
+        results["time_to_psnr_s"] = {f"{m:g}": s for m, s in seconds.items()}
+        rows += [
+            [f"time to {m:g} dB", "not reached" if s is None else f"{s:.0f} s", f"val PSNR, {cfg.bench.curve_from}"]
+            for m, s in seconds.items()
+        ]
     output_dir = Path(cfg.paths.output_dir)
     if profiler is not None:
         table, stages = profiler.summary(device)
@@ -124,6 +133,17 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     if cfg.bench.json_path:
         write_json_atomically(Path(cfg.bench.json_path), results)
     return results
+
+
+def time_to_psnr_of_run(run_dir: Path) -> dict[float, float | None]:
+    """Seconds from the start of a run's fit to its first validation at each of
+    `PSNR_MILESTONES` dB (None: not reached), read from its `curve.csv` (validations
+    included in the seconds). Raises `ConfigError` naming `bench.curve_from` when the run
+    folder has no curve."""
+    path = run_dir / "curve.csv"
+    if not path.is_file():
+        raise ConfigError(f"bench.curve_from={str(run_dir)!r} is not allowed: expected a run folder with a curve.csv", key="bench.curve_from")
+    return time_to_psnr(read_curve_csv(path), PSNR_MILESTONES)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")

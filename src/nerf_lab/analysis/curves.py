@@ -104,3 +104,51 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     window = max(1, min(window, len(values)) // 2 * 2 + 1)  # odd, at most the length
     padded = np.pad(values, window // 2, mode="edge")
     return np.convolve(padded, np.ones(window) / window, mode="valid")
+
+
+# The PSNRs (dB) whose first crossing a report and the bench give: "time to a PSNR".
+PSNR_MILESTONES = (20.0, 25.0, 28.0, 30.0)
+
+
+def time_to_psnr_key(milestone: float) -> str:
+    """The metrics key of the seconds a run took to reach `milestone` dB: `time_to_psnr/25`."""
+    return f"time_to_psnr/{milestone:g}"
+
+
+def time_to_psnr(
+    curve: np.ndarray, milestones: Sequence[float] = PSNR_MILESTONES
+) -> dict[float, float | None]:
+    """For each PSNR in `milestones`, the seconds (column 1 of `curve`, rows (step, seconds,
+    val PSNR) in step order) of the first validation whose PSNR is at least that, or None if
+    none is. No interpolation: the answer is known to one validation interval.
+
+    E.g. rows (100, 40 s, 19.1), (200, 80 s, 24.0), (300, 120 s, 26.2) give
+    {20: 80, 25: 120, 28: None, 30: None}."""
+    result: dict[float, float | None] = {}
+    for milestone in milestones:
+        reached = curve[curve[:, 2] >= milestone] if len(curve) else curve
+        result[milestone] = float(reached[0, 1]) if len(reached) else None
+    return result
+
+
+def read_curve_csv(path: Path) -> np.ndarray:
+    """(step, wall_s, val_psnr) rows of a run's `curve.csv` (written by `ValidationCurveCSV`:
+    seconds since the fit started, validations included), in the order written."""
+    import csv
+
+    with Path(path).open(newline="") as file:
+        rows = [(float(r["step"]), float(r["wall_s"]), float(r["val_psnr"])) for r in csv.DictReader(file)]
+    return np.array(rows, dtype=float).reshape(-1, 3)
+
+
+def add_time_to_psnr(jobs: list[JobResult], curves: Curves, milestones: Sequence[float] = PSNR_MILESTONES) -> None:
+    """Store in each completed job's metrics the seconds its `val/psnr` curve (seconds since
+    the run's first event, as the report's curves against wall time) took to reach each of
+    `milestones` (`time_to_psnr_key`); a milestone not reached is left out."""
+    for job in jobs:
+        curve = curves.get(job.path, {}).get("val/psnr")
+        if curve is None:
+            continue
+        for milestone, seconds in time_to_psnr(curve, milestones).items():
+            if seconds is not None:
+                job.metrics[time_to_psnr_key(milestone)] = seconds

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nerf_lab.analysis.curves import add_early_val_psnr, read_all_curves
+from nerf_lab.analysis.curves import PSNR_MILESTONES, add_early_val_psnr, add_time_to_psnr, read_all_curves, time_to_psnr_key
 from nerf_lab.analysis.figures import orbit_gif, plot_curves, render_grid
 from nerf_lab.analysis.stats import Arm, MeanStd, group_into_arms
 from nerf_lab.analysis.summary import COLUMNS, OPTIONAL_COLUMNS, RUN_COLUMNS, Summary, summarise, to_json
@@ -38,6 +38,7 @@ def build_report(
     arms, shared = group_into_arms(jobs)
     curves = read_all_curves(jobs)
     early_step = add_early_val_psnr(jobs, curves)
+    add_time_to_psnr(jobs, curves)
     summarise(arms, shared, early_step, title="", sweep="", figures=[], reference=reference)  # a wrong --reference fails before any figure
     figures = draw_figures([arm for arm in arms if arm.completed], curves, out_dir, render, orbit)
     summary = summarise(
@@ -74,6 +75,29 @@ def _value(value: float | None, decimals: int) -> str:
     return _format(MeanStd(value, None, 1), decimals)
 
 
+def time_to_psnr_table(summary: Summary) -> list[str]:
+    """The report's lines "time to a PSNR": for each arm and milestone, the mean ± std of the
+    seconds its runs took to first validate at that PSNR, and how many of them did."""
+    rows = []
+    for arm in summary.arms:
+        cells = []
+        for milestone in PSNR_MILESTONES:
+            stat = arm.stats.get(time_to_psnr_key(milestone), MeanStd(None, None, 0))
+            cells.append("–" if stat.mean is None else f"{_format(stat, 0)} s ({stat.n}/{arm.completed})")
+        rows.append([arm.name, *cells])
+    if not rows:
+        return []
+    return [
+        "## Time to a PSNR (seconds of wall time to the first validation at that val PSNR)",
+        "",
+        "Mean ± standard deviation over the seeds that reached it (reached/completed); from the "
+        "curves against wall time, validations included, known to one validation interval.",
+        "",
+        format_table(rows, ["arm", *[f"{m:g} dB" for m in PSNR_MILESTONES]]),
+        "",
+    ]
+
+
 def render_markdown(summary: Summary) -> str:
     """`report.md`: every number and sentence in it is read from `summary`."""
     s = summary
@@ -101,6 +125,7 @@ def render_markdown(summary: Summary) -> str:
         ),
         "",
     ]
+    lines += time_to_psnr_table(s)
     run_rows = [
         [run.arm, run.seed or "–", *[_value(run.metrics.get(key), d) for key, _, d in run_columns], run.state, run.job.split("_", 1)[0]]
         for run in s.runs

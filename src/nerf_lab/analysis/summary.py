@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from nerf_lab.analysis.curves import EARLY_KEY
+from nerf_lab.analysis.curves import EARLY_KEY, PSNR_MILESTONES, time_to_psnr_key
 from nerf_lab.errors import NerfLabError
 from nerf_lab.analysis.stats import (
     CONFIDENCE,
@@ -35,6 +35,8 @@ COLUMNS = [
 ]
 RUN_COLUMNS = COLUMNS[:4]
 OPTIONAL_COLUMNS = ("test/lpips",)
+# Seconds to each PSNR milestone (`add_time_to_psnr`): the report's "time to a PSNR" table.
+TIME_TO_PSNR_KEYS = [time_to_psnr_key(milestone) for milestone in PSNR_MILESTONES]
 
 
 @dataclass
@@ -54,7 +56,7 @@ class ArmSummary:
     jobs: list[str]
     completed: int
     white_minimum: list[str]
-    stats: dict[str, MeanStd]  # COLUMNS key: over the completed runs
+    stats: dict[str, MeanStd]  # COLUMNS and TIME_TO_PSNR_KEYS key: over the completed runs (that reached it)
 
 
 @dataclass
@@ -131,7 +133,7 @@ def summarise(
                 [job.path.name for job in arm.jobs],
                 len(arm.completed),
                 [job.path.name for job in arm.stuck],
-                {key: arm.mean_std(key) for key, _, _ in COLUMNS},
+                {key: arm.mean_std(key) for key in [*(key for key, _, _ in COLUMNS), *TIME_TO_PSNR_KEYS]},
             )
             for arm in arms
         ],
@@ -151,7 +153,7 @@ def summarise(
 
 def _run(arm: Arm, job: Any, seed_key: str) -> RunSummary:
     seed = next((o.split("=", 1)[1] for o in job.overrides if o.split("=", 1)[0] == seed_key), None)
-    keys = [key for key, _, _ in COLUMNS] + [EARLY_KEY]
+    keys = [key for key, _, _ in COLUMNS] + [EARLY_KEY] + TIME_TO_PSNR_KEYS
     metrics = {key: float(job.metrics[key]) for key in keys if isinstance(job.metrics.get(key), (int, float))}
     state = "white minimum" if job in arm.stuck else job.status
     return RunSummary(job.path.name, arm.name, seed, job.name, state, metrics, job.error)

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.parameters import is_int, require
 
 DENSITY_ACTIVATIONS = ("relu", "softplus")
@@ -48,15 +47,16 @@ class NeRFField(nn.Module):
         with a hidden layer of `width // 2`;
       * `view_dependent=False` (Tiny NeRF): c = sigmoid(linear(h)), position only.
 
-    Layer widths are derived from the encodings' `out_dim`, never written by hand.
+    Layer widths are derived from the encodings' `out_dim`, never written by hand: any encoding
+    module with an `out_dim` (`PositionalEncoding`, `HashGridEncoding`) fits.
     `initial_density` (per unit length) is what every point starts at: 0.5 makes a ray that
     crosses 4 units of a fresh field about 86 % opaque.
     """
 
     def __init__(
         self,
-        position_encoding: PositionalEncoding,
-        direction_encoding: PositionalEncoding | None = None,
+        position_encoding: nn.Module,
+        direction_encoding: nn.Module | None = None,
         depth: int = 8,
         width: int = 256,
         skips: Sequence[int] = (4,),

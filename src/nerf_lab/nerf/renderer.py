@@ -130,6 +130,9 @@ class NeRFRenderer(nn.Module):
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n"]:
         """The coarse field's density (it does not depend on the view direction): what the
         occupancy grid is refreshed from."""
+        density_only = getattr(self.coarse_field, "density_only", None)
+        if density_only is not None:  # a field whose density skips its colour network
+            return density_only(positions)
         directions = positions.new_tensor([0.0, 0.0, 1.0]).expand_as(positions)
         return self.coarse_field(positions, directions)[1]
 
