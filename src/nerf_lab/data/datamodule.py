@@ -4,7 +4,7 @@ validate and test on (the batches themselves: `nerf_lab.data.batches`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ class BlenderDataModule(pl.LightningDataModule):
         scene_box: Sequence[Any] | None = None,
         camera_convention: str = "opengl",
         normalize: bool = False,
-        scene_transform: dict[str, Any] | None = None,
+        scene_transform: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.camera_convention = camera_convention

@@ -58,6 +58,15 @@ def _is_time_limit(value: Any) -> bool:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
 
 
+def _is_limit(value: Any) -> bool:
+    """Lightning's limit_*_batches: a fraction (float) in [0, 1] or a count (int) >= 0, or null."""
+    if value is None:
+        return True
+    if _is_int(value):
+        return value >= 0
+    return _is_number(value) and 0 <= value <= 1
+
+
 def _is_transform(value: Any) -> bool:
     return (
         isinstance(value, dict) and set(value) == {"centre", "scale"}
@@ -102,6 +111,16 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or (isinstance(v, list) and len(v) >= 1 and all(_is_int(d) and d >= 0 for d in v)),
         "an integer >= 1 (devices), -1 or auto (all), or a non-empty list of device indices",
     ),
+    # The Trainer's keys whose default is null: typed here, so that a run's recorded value (a
+    # mapping or list where the default is null) is read back checked.
+    ("trainer.check_val_every_n_epoch", _is_positive_int_or_none, "an integer >= 1 (epochs between validations), or null"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0, or null for no clipping"),
+    ("trainer.gradient_clip_algorithm", lambda v: v in (None, "norm", "value"), "norm or value, or null"),
+    ("trainer.limit_val_batches", _is_limit, "a fraction in [0, 1] or a count of views >= 0, or null for all"),
+    ("trainer.limit_test_batches", _is_limit, "a fraction in [0, 1] or a count of views >= 0, or null for all"),
+    ("trainer.profiler", lambda v: v in (None, "simple", "advanced", "pytorch"), "simple, advanced or pytorch, or null"),
+    ("data.scene_dir", lambda v: v is None or (isinstance(v, str) and v != ""), "a scene folder, or null for the built-in scene"),
+    ("ckpt_path", lambda v: v is None or (isinstance(v, str) and v != ""), "a checkpoint to resume, or null"),
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
 ]
