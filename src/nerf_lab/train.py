@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -41,7 +42,10 @@ from nerf_lab.records.stops import (
     stop_signals,
 )
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
-from nerf_lab.training.timing import TrainingClock
+from nerf_lab.training.timing import StepPace, TrainingClock
+from nerf_lab.analysis.benchmarking import long_run_warning
+
+log = logging.getLogger("nerf_lab")
 
 # The keys a run reports, in metrics.json and in the sweep table.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
@@ -96,7 +100,9 @@ def _train(
         module.model.compile_fields()
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
+    # The pace after start-up: a compiled run's first steps compile (and may compile again).
+    pace = StepPace(skip=3 if cfg.compile else 1)
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock, pace]
     if cfg.ckpt_path:  # the schedule of this run's config, at the resumed step
         callbacks.append(ScheduleFromConfig(resume_changes))
     if not cfg.trainer.enable_progress_bar:
@@ -109,6 +115,11 @@ def _train(
 
     describe_run(logger, cfg, precision=str(trainer.precision))
     stops.trainer = trainer
+    if trainer.is_global_zero:
+        dtype = torch.bfloat16 if str(trainer.precision).startswith("bf16") else torch.float32
+        warning = long_run_warning(cfg, module.model, trainer.strategy.root_device, dtype)
+        if warning:
+            log.warning(warning)
 
     started = time.perf_counter()
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is

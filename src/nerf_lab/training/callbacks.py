@@ -13,8 +13,10 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
+from pytorch_lightning.trainer.states import TrainerFn
 
 from nerf_lab.data.files import written_atomically
+from nerf_lab.training.timing import StepPace, format_duration
 
 
 class ValidateOnLastStep(pl.Callback):
@@ -87,6 +89,12 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        # The run's measured pace (`StepPace`), start-up excluded: tqdm's own rate counts the
+        # first step's set-up and says nothing until it ends.
+        pace = next((callback for callback in trainer.callbacks if isinstance(callback, StepPace)), None)
+        if pace is not None and pace.seconds_per_step is not None and trainer.state.fn == TrainerFn.FITTING:
+            metrics["s/step"] = f"{pace.seconds_per_step:.3g}"
+            metrics["left"] = format_duration(pace.seconds_left(trainer) or 0.0)
         return metrics
 
 
