@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
 from nerf_lab.training.callbacks import AtomicCheckpointIO
-from nerf_lab.records.checkpoints import check_resumable, read_checkpoint
+from nerf_lab.records.checkpoints import SCENE_KEY, check_resumable, read_checkpoint
 from nerf_lab.records.config import CONF_DIR, build_datamodule, build_module, validate_config
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.records.resume import ScheduleFromConfig
@@ -96,6 +96,7 @@ def _train(
     # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
     # the run from, with today's config (nerf_lab.records.run_config); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
+    module.hparams[SCENE_KEY] = datamodule.scene_identity()  # what a resume checks its scene against
     if cfg.compile:
         module.model.compile_fields()
     clock = TrainingClock()

@@ -116,6 +116,21 @@ class BlenderDataModule(pl.LightningDataModule):
         box = None if self.scene_box is None else [[float(x) for x in corner] for corner in self.scene_box]
         return {"near": float(self.near), "far": float(self.far), "scene_box": box, "scene_transform": self.transform}
 
+    def scene_identity(self) -> dict[str, Any]:
+        """What a resume checks its scene against (`records.checkpoints.check_same_scene`): the
+        folder (absolute), the training views' count and a SHA-256 digest (16 hex digits) of
+        their cameras as the JSON states them (poses after the convention's conversion, and
+        each frame's intrinsics), so a scene moved to another folder is the same scene and
+        another capture is not. Reads the JSON only."""
+        import dataclasses
+        import hashlib
+
+        index = self._index("train")
+        digest = hashlib.sha256(np.ascontiguousarray(index.poses(), dtype=np.float64).tobytes())
+        for frame in index.frames:
+            digest.update(repr(dataclasses.astuple(frame.intrinsics)).encode())
+        return {"scene_dir": str(Path(self.scene_dir).resolve()), "train_views": len(index.frames), "cameras": digest.hexdigest()[:16]}
+
     def _index(self, split: str):
         return read_split_index(Path(self.scene_dir), split, self.camera_convention)
 

@@ -123,6 +123,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ckpt_path", lambda v: v is None or (isinstance(v, str) and v != ""), "a checkpoint to resume, or null"),
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
+    ("resume_other_scene", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 

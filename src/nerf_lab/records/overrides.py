@@ -136,6 +136,18 @@ def _preset_sweep(path: Path) -> list[str]:
     return []
 
 
+def _first_of_sweep(override: Any) -> str | None:
+    """A plain override's own line; a sweep's key with its first value (None where the sweep
+    cannot be listed, such as a glob over a group's options)."""
+    if not override.is_sweep_override():
+        return override.input_line
+    try:
+        first = next(iter(override.sweep_string_iterator()))
+    except Exception:  # noqa: BLE001
+        return None
+    return f"{override.get_key_element()}={first}"
+
+
 def composition_error(config_name: str, arguments: list[str]) -> tuple[str | None, DictConfig | None]:
     """Hydra's error composing `config_name` with the command line's plain overrides (sweeps
     left out), as one line naming the key and the nearest keys, or (None, the config)."""
@@ -146,7 +158,10 @@ def composition_error(config_name: str, arguments: list[str]) -> tuple[str | Non
         parsed = _parse(arguments)
     except Exception as error:  # noqa: BLE001 (a malformed override)
         return " ".join(str(error).split()), None
-    plain = [o.input_line for o in parsed if not o.is_sweep_override() and o.input_line and not o.key_or_group.startswith("hydra")]
+    # A sweep's override is composed with its first value: a key it names must exist as in a
+    # single run (`-m model.detph=2,4` is refused as `model.detph=2` is).
+    lines = {id(o): _first_of_sweep(o) for o in parsed if o.input_line and not o.key_or_group.startswith("hydra")}
+    plain = [line for line in lines.values() if line is not None]
     try:
         return None, compose(config_name, overrides=plain)
     except (HydraException, OmegaConfBaseException) as error:
@@ -156,7 +171,7 @@ def composition_error(config_name: str, arguments: list[str]) -> tuple[str | Non
             if f"'{key}'" in message and "Could not override" in message:
                 parent_key, _, name = key.rpartition(".")
                 try:
-                    base = compose(config_name, overrides=[o for o in plain if o != override.input_line])
+                    base = compose(config_name, overrides=[line for line in plain if line != lines.get(id(override))])
                     parent = OmegaConf.select(base, parent_key) if parent_key else base
                 except Exception:  # noqa: BLE001
                     base = parent = None

@@ -34,12 +34,12 @@ CHANGEABLE = (
     "trainer.enable_model_summary", "trainer.profiler", "trainer.default_root_dir",
     "optim.lr", "optim.lr_final", "optim.optimizer.lr", "optim.scheduler.lr_final",
     "data.scene_dir", "data.cache_dir", "data.val_views", "data.test_views", "sampling.chunk",
-    "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name",
+    "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name", "resume_other_scene",
 )
 
 # Changed keys the log leaves out: the run folder's own paths, and copies of another key.
 FOLLOWERS = (
-    "paths.", "ckpt_path", "task_name", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
+    "paths.", "ckpt_path", "task_name", "resume_other_scene", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
     "callbacks.last_checkpoint.dirpath", "optim.optimizer.lr", "optim.scheduler.lr_final",
 )
 
