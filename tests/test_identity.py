@@ -91,3 +91,18 @@ def test_a_resume_on_another_scene_is_refused_unless_told(scene_run, tmp_path):
     assert f"was trained on {scene.resolve()} (25 train views" in message and "holds another scene (24 train views" in message
     assert "resume_other_scene=true" in message and "\n" not in message
     _resume(checkpoint, other, tmp_path, "resume_other_scene=true")
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("bench.render_views=0", "bench.render_views=0 is not allowed: expected a positive integer"),
+        ("bench.steps=0", "bench.steps=0 is not allowed"),
+        ("bench.init_from=missing.ckpt", "bench.init_from=missing.ckpt does not exist"),
+        ("model.depth=0", "model.depth=0 is not allowed"),
+    ],
+)
+def test_bench_checks_its_values_before_its_folder(tmp_path, cache_dir, argument, expected):
+    result = run_command("nerf_lab.bench", argument, "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir)
+    assert expected in one_line_error(result)
+    assert list(tmp_path.iterdir()) == []

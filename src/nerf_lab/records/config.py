@@ -145,6 +145,15 @@ RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
     ("depth", lambda v: isinstance(v, bool), "true or false"),
 ]
+# nerf_lab.bench's own keys (the training config's are `CHECKS`).
+BENCH_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("bench.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (untimed steps first)"),
+    ("bench.steps", lambda v: _is_int(v) and v >= 1, "a positive integer (timed steps)"),
+    ("bench.render_views", lambda v: _is_int(v) and v >= 1, "a positive integer (test views rendered to time rendering)"),
+    ("bench.profile_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (profiled steps; 0: none)"),
+    ("bench.init_from", lambda v: v is None or (isinstance(v, str) and v != ""), "a checkpoint to start from, or null"),
+    ("bench.json_path", lambda v: v is None or (isinstance(v, str) and v != ""), "a file to write bench.json to as well, or null"),
+]
 COMMAND_CHECKS = {"train": CHECKS, "eval": EVAL_CHECKS, "render": RENDER_CHECKS}
 
 

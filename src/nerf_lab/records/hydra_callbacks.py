@@ -123,6 +123,14 @@ def check_before_run(config: DictConfig) -> None:
         validate_config(config, check_files=True)
         if config.get("ckpt_path"):
             check_resumable(config)
+    elif task == "bench":
+        from nerf_lab.records.checkpoints import read_checkpoint
+        from nerf_lab.records.config import BENCH_CHECKS
+
+        check_values(config, BENCH_CHECKS)
+        validate_config(config, check_files=True)
+        if config.bench.get("init_from"):
+            read_checkpoint(config.bench.init_from, "bench.init_from")
     elif task in COMMAND_CHECKS:
         check_own_keys(config, task)
         check_values(config, COMMAND_CHECKS[task])
