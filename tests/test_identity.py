@@ -106,3 +106,24 @@ def test_bench_checks_its_values_before_its_folder(tmp_path, cache_dir, argument
     result = run_command("nerf_lab.bench", argument, "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir)
     assert expected in one_line_error(result)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_ascii_path_unquoted_is_one_line_with_the_fix(tmp_path, cache_dir):
+    result = run_command("nerf_lab.train", "data=blender", "data.scene_dir=/data/légo_数据", "hydra.run.dir=run", cwd=tmp_path, cache=cache_dir)
+    line = one_line_error(result)
+    assert "data.scene_dir=/data/légo_数据: Hydra reads unquoted values as ASCII only and stops at 'é'" in line
+    assert "quote the value: \"data.scene_dir='/data/légo_数据'\"" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_tensorboard_shows_every_validation_image():
+    """TensorBoard keeps 10 images a tag by default: a run of 1000 steps validated every 100
+    shows 11 validations, a study's longer runs more; `make tensorboard` keeps them all."""
+    import re
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    command = subprocess.run(["make", "-n", "tensorboard"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    kept = re.search(r"--samples_per_plugin[ =]images=(\d+)", command)
+    assert kept is not None and int(kept.group(1)) >= 10_000, command

@@ -153,3 +153,19 @@ def test_the_markdown_shows_the_jsons_numbers_and_verdicts():
     assert len(failed) == 1 and f"`c_2` (x=c seed=2): failed — {failed[0]['error']}" in markdown
     assert re.search(r"\| x=c +\| 2/3 ", markdown)
     assert set(data["arms"][0]["stats"]) == {key for key, _, _ in COLUMNS}
+
+
+def test_a_single_validation_is_drawn_as_a_point(tmp_path):
+    """A job with one validation: its val/psnr panel shows a point in the arm's colour (a line
+    of one point draws nothing)."""
+    import imageio.v3 as iio
+
+    from nerf_lab.analysis.figures import plot_curves
+
+    job = JobResult(Path("0_x=a"), ["x=a"], "completed", {"val/psnr": 12.0})
+    curves = {job.path: {"val/psnr": np.array([[20.0, 3.0, 12.0]])}}  # (step, wall s, value)
+    plot_curves([Arm("x=a", [job])], curves, tmp_path / "curves.png", tags=("val/psnr",))
+    image = iio.imread(tmp_path / "curves.png")[..., :3].astype(int)
+    image = image[:, image.shape[1] // 2 :]  # the panel against wall time: no legend there
+    blue = np.array([0x1F, 0x77, 0xB4])  # matplotlib's first colour, the arm's
+    assert (np.abs(image - blue).sum(-1) < 30).sum() > 20

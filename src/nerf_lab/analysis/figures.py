@@ -48,7 +48,9 @@ def plot_curves(arms: list[Arm], curves: Curves, path: Path, tags: Sequence[str]
                 label = f"{arm.name} (n={len(series)})" if index == 0 else (f"{arm.name}: white minimum" if index == 1 else None)
                 for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
                     axis = axes[row, column]
-                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label)
+                    # One validation (a short run) is a point: a line of one point draws nothing.
+                    point = {"marker": "o", "markersize": 6} if length == 1 else {}
+                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label, **point)
                     if len(series) > 1:
                         axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
                     axis.set_xlabel("step" if column == 0 else "wall time (s)")
