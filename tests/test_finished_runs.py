@@ -65,6 +65,7 @@ def test_render_draws_the_orbit(finished, tmp_path, cache_dir):
                          "precision=32-true", "hydra.run.dir=render", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "render" / "orbit.gif").stat().st_size > 0
+    assert "render: 2/2 frames" in result.stderr  # progress while it renders
 
 
 def test_resume_trains_more_steps(finished, tmp_path, cache_dir):
@@ -80,6 +81,7 @@ def test_the_report_renders_the_run(finished, tmp_path, cache_dir):
     result = run_command("nerf_lab.report", str(run.parent), "--out", str(tmp_path / "report"), "--no-orbit", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert "report: test view 0 of" in result.stderr  # progress while it renders
     assert "error" not in result.stderr.lower(), result.stderr[-2000:]
     assert any(path.suffix == ".png" for path in (tmp_path / "report").iterdir()), summary
 

@@ -169,3 +169,17 @@ def test_a_single_validation_is_drawn_as_a_point(tmp_path):
     image = image[:, image.shape[1] // 2 :]  # the panel against wall time: no legend there
     blue = np.array([0x1F, 0x77, 0xB4])  # matplotlib's first colour, the arm's
     assert (np.abs(image - blue).sum(-1) < 30).sum() > 20
+
+
+def test_the_orbit_is_labelled_and_large_enough_to_see(trained_run, tmp_path):
+    import imageio.v3 as iio
+
+    from nerf_lab.analysis.figures import orbit_gif
+    from nerf_lab.visuals.panels import LABEL_HEIGHT, MIN_TILE
+
+    job = JobResult(trained_run, ["model.depth=4"], "completed", {"val/psnr": 10.0})
+    assert orbit_gif([Arm("model.depth=4", [job]), Arm("model.depth=2", [job])], tmp_path / "orbit.gif", frames=2) == ["model.depth=4", "model.depth=2"]
+    frames = iio.imread(tmp_path / "orbit.gif", index=None)
+    # 32 px renders shown at MIN_TILE px (nearest), side by side, each under its name
+    assert frames.shape[:3] == (2, LABEL_HEIGHT + MIN_TILE + 1, 2 * MIN_TILE + 4 + 2)
+    assert (frames[0, :LABEL_HEIGHT, :MIN_TILE] < 100).any() and (frames[0, :LABEL_HEIGHT, MIN_TILE + 4 :] < 100).any()

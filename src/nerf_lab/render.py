@@ -36,6 +36,7 @@ def render_orbit(cfg: DictConfig) -> dict[str, Any]:
         bf16=precision.startswith("bf16"),
         centre=None if cfg.centre is None else [float(x) for x in cfg.centre],
         radius=cfg.radius,
+        progress="render",
     )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

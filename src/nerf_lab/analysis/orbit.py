@@ -72,10 +72,12 @@ def orbit_frames(
     bf16: bool = False,
     centre: list[float] | None = None,
     radius: float | None = None,
+    progress: str | None = None,
 ) -> Orbit:
     """`frames` views of a trained model around the scene (colour, and depth beside it), on
     the sphere its data set's cameras lie on about its centre, at their mean elevation, unless
-    `centre`, `radius` or `elevation_deg` are given."""
+    `centre`, `radius` or `elevation_deg` are given. `progress`: a label under which the
+    frames rendered so far are shown on stderr (`show_progress`)."""
     data = trained.run_config.data
     datamodule = trained.datamodule(scene_dir)
     train_poses, intrinsics, (train_height, train_width) = datamodule.cameras("train")
@@ -92,13 +94,25 @@ def orbit_frames(
     module = trained.module.to(device)
     images = []
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for pose in orbit_poses(radius, elevation_deg, frames, middle):
+        for number, pose in enumerate(orbit_poses(radius, elevation_deg, frames, middle)):
+            if progress:
+                show_progress(progress, number, frames)
             out = render_in_chunks(module.model, image_rays(pose.to(device), focal, height, width), module.chunk)
             panels = [out["rgb"]]
             if depth:
                 panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
             images.append(side_by_side(*panels))
+    if progress:
+        show_progress(progress, frames, frames)
     return Orbit(images, radius, elevation_deg, width, tuple(float(x) for x in middle))
+
+
+def show_progress(label: str, done: int, total: int) -> None:
+    """`label: done/total frames` on stderr, rewritten in place (a line of its own when done)."""
+    import sys
+
+    end = "\n" if done >= total else ""
+    print(f"\r{label}: {done}/{total} frames", end=end, file=sys.stderr, flush=True)
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:
