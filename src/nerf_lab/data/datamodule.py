@@ -17,7 +17,7 @@ from nerf_lab.data.batches import RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.data.geometry import SceneTransform, check_geometry, derived_bounds, normalizing_transform
-from nerf_lab.data.images import image_size, output_height
+from nerf_lab.data.images import border_colour, image_size, output_height
 from nerf_lab.errors import ConfigError, DataError
 
 
@@ -39,6 +39,10 @@ def _evenly_spaced(count: int | None, available: int) -> list[int]:
     if count is None or count >= available:
         return list(range(available))
     return np.linspace(0, available - 1, count).round().astype(int).tolist()
+
+
+# A border whose every channel is within this of 0 (or 1) is a black (or white) background.
+BLANK_BORDER = 0.05
 
 
 class BlenderDataModule(pl.LightningDataModule):
@@ -147,11 +151,33 @@ class BlenderDataModule(pl.LightningDataModule):
                     f"data.resolution={self.resolution} is larger than the source images "
                     f"({index.frames[0].path} is {width} wide): expected at most {width}"
                 )
+        self.check_background()
         geometry = self.scene_geometry()
         poses = self._index("train").poses()
         if geometry["scene_transform"] is not None:
             poses = geometry["scene_transform"].apply(poses)
         check_geometry(poses, geometry["near"], geometry["far"], geometry["scene_box"], self.camera_convention, self.normalize)
+
+    def check_background(self, views: int = 3) -> None:
+        """Images without alpha keep the background they were saved with, and the renderer
+        composites onto `background`: a black border under `data.white_background=true` (alpha
+        dropped from a Blender scene) or a white one under false would train the network to
+        paint empty space with density. `DataError` in one line naming the key then, from the
+        border of the first `views` training images (decoded); nothing for images with alpha
+        or a photographed background (neither black nor white)."""
+        frames = self._index("train").frames[:views]
+        measured = border_colour([frame.path for frame in frames])
+        if measured is None:
+            return
+        black, white = bool((measured < BLANK_BORDER).all()), bool((measured > 1 - BLANK_BORDER).all())
+        if (black and self.white_background) or (white and not self.white_background):
+            colour = "black" if black else "white"
+            raise DataError(
+                f"data.white_background={str(self.white_background).lower()}, but the training images have no alpha and a {colour} "
+                f"background (mean border colour {', '.join(f'{x:.2f}' for x in measured)} in {frames[0].path} and the next "
+                f"{len(frames) - 1}): set data.white_background={str(not self.white_background).lower()} so that the renderer's "
+                "background is the images'"
+            )
 
     def cameras(self, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """A split's camera-to-world poses (as the run sees them: converted, normalised),
