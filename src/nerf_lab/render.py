@@ -1,6 +1,6 @@
 """Render a 360° orbit from a checkpoint: `python -m nerf_lab.render ckpt_path=<file>`.
 
-The camera circles the vertical axis through the scene's centre (`centre`, else the centre of
+The camera circles the training cameras' mean up direction through the scene's centre (`centre`, else the centre of
 the run's `data.scene_box`) at the data set's cameras' mean distance from it (`radius`) and
 their mean elevation (`elevation_deg`), looking at the centre, as the NeRF papers' videos do.
 """
