@@ -48,8 +48,8 @@ $(STUDIES):
 report: ## Report on a sweep: make report SWEEP=outputs/multirun/<date>/<time>
 	$(BIN)/python -m nerf_lab.report $(SWEEP) $(ARGS)
 
-tensorboard: ## Browse every run's curves, images and HPARAMS
-	$(BIN)/tensorboard --logdir outputs
+tensorboard: ## Browse every run's curves, every validation image (not 10 sampled) and HPARAMS
+	$(BIN)/tensorboard --logdir outputs --samples_per_plugin images=100000
 
 clean: ## Remove run outputs (keeps outputs/.gitkeep) and Python caches
 	find outputs -mindepth 1 -not -name .gitkeep -prune -exec rm -rf {} +

@@ -107,3 +107,27 @@ def make_cfg(tmp_path, cache_dir):
         return compose_config([*(FAST_OVERRIDES if fast else []), *overrides], output_dir, cache_dir)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _default_folders_outside_the_repository(tmp_path_factory, monkeypatch):
+    """Every test runs in a scratch working directory: a command's default folder
+    (`outputs/<date>/<time>`, relative to where it runs) never lands in the repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+def _outputs() -> set[str]:
+    folder = REPO_ROOT / "outputs"
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")} if folder.is_dir() else set()
+
+
+def pytest_sessionstart(session):
+    session.config._outputs_before = _outputs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite writes nothing into the repository's outputs/: anything new there fails it."""
+    new = sorted(_outputs() - getattr(session.config, "_outputs_before", set()))
+    if new:
+        print(f"\nthe tests wrote into {REPO_ROOT / 'outputs'}: {', '.join(new[:10])}")
+        session.exitstatus = 1

@@ -161,14 +161,14 @@ def test_bad_values_name_the_key_and_what_is_allowed(make_cfg, override, message
 
 def test_model_ngp_builds_the_papers_small_field_sampling_and_optimiser(make_cfg):
     module = build_module(make_cfg("model=ngp", "encoding=hashgrid", fast=False))
-    field, sampler = module.model.coarse_field, module.model.sampler
-    assert module.model.fine_field is None
+    field, sampler = module.renderer.coarse_field, module.renderer.sampler
+    assert module.renderer.fine_field is None
     assert [layer.out_features for layer in field.density_mlp if hasattr(layer, "out_features")] == [64, 16]
     assert [layer.out_features for layer in field.color_mlp if hasattr(layer, "out_features")] == [64, 64, 3]
     assert field.color_mlp[0].in_features == 15 + 24  # geometry features + γ(d) at L = 4
     assert field.density_mlp[0].in_features == field.position_encoding.out_dim == 8 * 2
     assert type(sampler).__name__ == "OccupancyGridSampler" and sampler.n_coarse == 256
-    optimizer = module.make_optimizer(module.model.parameters())
+    optimizer = module.make_optimizer(module.renderer.parameters())
     assert optimizer.defaults["betas"] == (0.9, 0.99) and optimizer.defaults["eps"] == 1e-15 and optimizer.defaults["lr"] == 1e-2
     assert optimizer.defaults["weight_decay"] == 0
 
@@ -176,7 +176,7 @@ def test_model_ngp_builds_the_papers_small_field_sampling_and_optimiser(make_cfg
 @pytest.mark.parametrize(("model", "encoding"), [("ngp", "pe_raw"), ("tiny", "hashgrid"), ("original", "hashgrid")])
 def test_any_encoding_builds_with_any_field(make_cfg, model, encoding):
     module = build_module(make_cfg(f"model={model}", f"encoding={encoding}"))
-    assert module.model.coarse_field.position_encoding.out_dim == (16 if encoding == "hashgrid" else 63)
+    assert module.renderer.coarse_field.position_encoding.out_dim == (16 if encoding == "hashgrid" else 63)
 
 
 def test_a_combination_that_cannot_work_is_refused_naming_the_key(make_cfg):

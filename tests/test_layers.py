@@ -24,7 +24,7 @@ BOTTOM = ("nerf_lab.errors", "nerf_lab.files")
 DATA = (*NERF, "numpy", "imageio", "PIL", "pytorch_lightning", "nerf_lab.nerf", *BOTTOM)
 VISUALS = (*NERF, "numpy", "matplotlib", "PIL", "nerf_lab.nerf")
 TRAINING = (
-    *DATA, *VISUALS, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "tensorboard", "nerf_lab.data",
+    *DATA, *VISUALS, "lightning_fabric", "hydra", "omegaconf", "yaml", "torchmetrics", "torchvision", "tensorboard", "nerf_lab.data",
     "nerf_lab.visuals",
 )
 CONFIG = (*TRAINING, "nerf_lab.training")

@@ -186,7 +186,7 @@ def test_16_bit_pngs_read_as_their_8_bit_values(tmp_path):
     scene = _camera_scene(tmp_path / "16", pixels, {"camera_angle_x": 1.0})
     for split in ("train", "val", "test"):
         _png16(scene / split / "v.png", pixels.astype(np.uint16) * 257)
-    _check(scene, resolution=8)
+    _check(scene)
     assert torch.allclose(load_split(scene, "train", 8).images, eight.images, atol=1e-3)
 
 

@@ -152,5 +152,97 @@ def test_the_markdown_shows_the_jsons_numbers_and_verdicts():
     failed = [run for run in data["runs"] if run["state"] == "failed"]
     assert len(failed) == 1 and f"`c_2` (x=c seed=2): failed — {failed[0]['error']}" in markdown
     assert re.search(r"\| x=c +\| 2/3 ", markdown)
-from nerf_lab.analysis.summary import COLUMNS, TIME_TO_PSNR_KEYS, from_json, summarise, to_json
-from nerf_lab.runs.records import JobResult
+    assert set(data["arms"][0]["stats"]) == {key for key, _, _ in COLUMNS} | set(TIME_TO_PSNR_KEYS)
+
+
+def test_a_reference_arm_is_what_every_arm_is_compared_with():
+    """`--reference table2=complete`: the complete model is the arm every row is tested against,
+    even where a row scores higher; a name that is no arm is refused, naming the arms."""
+    from nerf_lab.errors import NerfLabError
+
+    complete, better, worse = arm("complete", [10.0, 11.0, 12.0]), arm("more", [14.0, 15.0, 16.0]), arm("less", [7.0, 8.0, 9.0])
+    summary = summarise([complete, better, worse], [], None, title="t", sweep="s", figures=[], reference="x=complete")
+    assert summary.best_arm == "x=complete" and summary.reference == "x=complete"
+    by_arm = {c.arm: c for c in summary.comparisons}
+    assert set(by_arm) == {"x=more", "x=less"}
+    # differences, other − reference: +4 and −3 dB, both with s² = 1 a side: SE = √(2/3)
+    assert by_arm["x=more"].all_runs.difference == pytest.approx(4.0)
+    assert by_arm["x=less"].all_runs.difference == pytest.approx(-3.0)
+    assert by_arm["x=more"].verdict.startswith("x=more is better by 4.00 dB")
+    assert by_arm["x=less"].verdict.startswith("x=complete is better by 3.00 dB")
+    markdown = render_markdown(summary)
+    assert "## Verdicts (test PSNR, against the reference arm: x=complete)" in markdown
+    assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
+    assert summarise([complete, better], [], None, title="t", sweep="s", figures=[]).best_arm == "x=more"
+    with pytest.raises(NerfLabError, match=r"--reference x=full: no arm of that name .* x=complete, x=more"):
+        summarise([complete, better], [], None, title="t", sweep="s", figures=[], reference="x=full")
+
+
+def test_lpips_stands_beside_psnr_and_ssim_where_the_runs_have_it():
+    without = arm("a", [10.0, 11.0, 12.0])
+    assert "LPIPS" not in render_markdown(summarise([without], [], None, title="t", sweep="s", figures=[]))
+    scored = arm("b", [10.0, 11.0, 12.0])
+    for job, value in zip(scored.jobs, [0.1, 0.2, 0.3]):
+        job.metrics["test/lpips"] = value
+    markdown = render_markdown(summarise([scored, without], [], None, title="t", sweep="s", figures=[]))
+    header = next(line for line in markdown.splitlines() if line.startswith("| arm ") and "seeds done" in line)
+    assert header.index("test SSIM") < header.index("test LPIPS (VGG)") < header.index("steps")
+    row = next(line for line in markdown.splitlines() if line.startswith("| x=b ") and "3/3" in line)
+    assert "0.200 ± 0.100" in row  # mean and standard deviation of 0.1, 0.2, 0.3
+
+
+def test_time_to_a_psnr_is_the_first_validation_at_or_above_it():
+    from nerf_lab.analysis.curves import time_to_psnr
+
+    # the docstring's example: (step, seconds, val PSNR)
+    curve = np.array([[100, 40.0, 19.1], [200, 80.0, 24.0], [300, 120.0, 26.2], [400, 160.0, 25.0]])
+    assert time_to_psnr(curve) == {20.0: 80.0, 25.0: 120.0, 28.0: None, 30.0: None}
+    assert time_to_psnr(curve, [19.1, 24.0]) == {19.1: 40.0, 24.0: 80.0}  # "reaches" includes equal
+    assert time_to_psnr(np.zeros((0, 3)), [20.0]) == {20.0: None}
+
+
+def test_the_report_tables_time_to_a_psnr_for_every_arm():
+    from nerf_lab.analysis.summary import TIME_TO_PSNR_KEYS
+
+    jobs = arm("a", [25.0, 25.1, 24.9]).jobs + arm("b", [23.0, 23.2, 23.1]).jobs
+    # arm a: 20 dB at 30, 50 and 70 s (mean 50 ± 20), 25 dB by one seed at 90 s; arm b: never 20 dB
+    for job, seconds in zip(jobs[:3], (30.0, 50.0, 70.0)):
+        job.metrics[TIME_TO_PSNR_KEYS[0]] = seconds
+    jobs[0].metrics[TIME_TO_PSNR_KEYS[1]] = 90.0
+    arms, shared = group_into_arms(jobs)
+    markdown = render_markdown(summarise(arms, shared, None, title="t", sweep="s", figures=[]))
+    table = markdown.split("## Time to a PSNR")[1]
+    row_a = next(line for line in table.splitlines() if line.startswith("| x=a "))
+    assert [c.strip() for c in row_a.split("|")[1:-1]] == ["x=a", "50 ± 20 s (3/3)", "90 s (1/3)", "–", "–"]
+    row_b = next(line for line in table.splitlines() if line.startswith("| x=b "))
+    assert [c.strip() for c in row_b.split("|")[1:-1]] == ["x=b", "–", "–", "–", "–"]
+
+
+def test_a_single_validation_is_drawn_as_a_point(tmp_path):
+    """A job with one validation: its val/psnr panel shows a point in the arm's colour (a line
+    of one point draws nothing)."""
+    import imageio.v3 as iio
+
+    from nerf_lab.analysis.figures import plot_curves
+
+    job = JobResult(Path("0_x=a"), ["x=a"], "completed", {"val/psnr": 12.0})
+    curves = {job.path: {"val/psnr": np.array([[20.0, 3.0, 12.0]])}}  # (step, wall s, value)
+    plot_curves([Arm("x=a", [job])], curves, tmp_path / "curves.png", tags=("val/psnr",))
+    image = iio.imread(tmp_path / "curves.png")[..., :3].astype(int)
+    image = image[:, image.shape[1] // 2 :]  # the panel against wall time: no legend there
+    blue = np.array([0x1F, 0x77, 0xB4])  # matplotlib's first colour, the arm's
+    assert (np.abs(image - blue).sum(-1) < 30).sum() > 20
+
+
+def test_the_orbit_is_labelled_and_large_enough_to_see(trained_run, tmp_path):
+    import imageio.v3 as iio
+
+    from nerf_lab.analysis.figures import orbit_gif
+    from nerf_lab.visuals.panels import LABEL_HEIGHT, MIN_TILE
+
+    job = JobResult(trained_run, ["model.depth=4"], "completed", {"val/psnr": 10.0})
+    assert orbit_gif([Arm("model.depth=4", [job]), Arm("model.depth=2", [job])], tmp_path / "orbit.gif", frames=2) == ["model.depth=4", "model.depth=2"]
+    frames = iio.imread(tmp_path / "orbit.gif", index=None)
+    # 32 px renders shown at MIN_TILE px (nearest), side by side, each under its name
+    assert frames.shape[:3] == (2, LABEL_HEIGHT + MIN_TILE + 1, 2 * MIN_TILE + 4 + 2)
+    assert (frames[0, :LABEL_HEIGHT, :MIN_TILE] < 100).any() and (frames[0, :LABEL_HEIGHT, MIN_TILE + 4 :] < 100).any()

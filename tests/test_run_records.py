@@ -367,12 +367,13 @@ def test_values_that_train_nothing_are_refused(tmp_path):
 
 
 def test_resuming_past_max_steps_is_one_line(trained_run, tmp_path):
+    from nerf_lab.config.build import build_run
     from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     cfg = compose_config([*FAST_OVERRIDES, "trainer.max_steps=10", f"ckpt_path={path}"], tmp_path)
     with pytest.raises(ConfigError, match=r"is at step 12 and trainer.max_steps=10: nothing left to train; expected trainer.max_steps > 12"):
-        check_resumable(cfg)
+        check_resumable(cfg, build_run(cfg).module)
 
 
 @pytest.mark.parametrize(
@@ -385,21 +386,24 @@ def test_resuming_past_max_steps_is_one_line(trained_run, tmp_path):
     ],
 )
 def test_resuming_with_keys_that_fix_the_run_changed_is_refused_listing_them(trained_run, tmp_path, overrides, changed):
+    from nerf_lab.config.build import build_run
     from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     cfg = compose_config([*FAST_OVERRIDES, "trainer.max_steps=20", *overrides, f"ckpt_path={path}"], tmp_path)
     with pytest.raises(ConfigError) as caught:
-        check_resumable(cfg)
+        check_resumable(cfg, build_run(cfg).module)
     assert changed in str(caught.value), str(caught.value)
 
 
 def test_resuming_with_keys_that_may_change_is_accepted_and_listed(trained_run, tmp_path):
+    from nerf_lab.config.build import build_run
     from nerf_lab.runs.checkpoints import check_resumable
 
     path = trained_run / "checkpoints" / "last.ckpt"
     overrides = ["trainer.max_steps=40", "optim.lr=1e-3", "optim.lr_final=1e-4", "trainer.val_check_interval=10", "trainer.precision=bf16-mixed"]
-    changes = check_resumable(compose_config([*FAST_OVERRIDES, *overrides, f"ckpt_path={path}"], tmp_path))
+    cfg = compose_config([*FAST_OVERRIDES, *overrides, f"ckpt_path={path}"], tmp_path)
+    changes = check_resumable(cfg, build_run(cfg).module).changes
     assert "optim.lr: 0.005 → 0.001" in changes and "trainer.max_steps: 12 → 40" in changes
 
 

@@ -101,7 +101,11 @@ def test_report_of_a_sweep_with_two_arms_and_a_failed_one(sweep_with_a_failure, 
         image = iio.imread(tmp_path / "report" / figure)
         assert image.ndim == 3 and image.shape[0] > 30
     orbit = iio.imread(tmp_path / "report" / "orbit.gif", index=None)
-    assert orbit.shape[0] == 24 and orbit.shape[2] == 2 * 32 + 2  # two arms side by side, 32 px each
+    # two arms side by side, each rendered at 32 px and shown at 256 (MIN_TILE) under its name
+    from nerf_lab.visuals.panels import LABEL_HEIGHT
+
+    assert orbit.shape[0] == 24 and orbit.shape[1] == LABEL_HEIGHT + 256 + 1 and orbit.shape[2] >= 2 * 256
+    assert (orbit[0, :LABEL_HEIGHT, :256] < 100).any()  # the label's dark text
     grid = iio.imread(tmp_path / "report" / "test_view.png")
     assert grid.shape[1] > grid.shape[0]  # ground truth and two arms side by side
 

@@ -11,7 +11,7 @@ import torch
 from helpers import renderer
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
-from nerf_lab.nerf.metrics import LPIPS_VGG_WEIGHTS, perceptual_metric
+from nerf_lab.training.views import LPIPS_VGG_WEIGHTS, perceptual_metric
 from nerf_lab.training.views import VIEWS_CSV, record_test_views
 from nerf_lab.training.module import NeRFLitModule
 

@@ -40,4 +40,5 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     """The error line of a command refused with exit status 2 and no traceback."""
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.endswith("\n"), repr(result.stderr[-200:])  # a line, ended as lines are
     return result.stderr.strip().splitlines()[-1]

@@ -1,6 +1,6 @@
 """Render a 360° orbit from a checkpoint: `python -m nerf_lab.render ckpt_path=<file>`.
 
-The camera circles the vertical axis through the scene's centre (`centre`, else the centre of
+The camera circles the training cameras' mean up direction through the scene's centre (`centre`, else the centre of
 the run's `data.scene_box`) at the data set's cameras' mean distance from it (`radius`) and
 their mean elevation (`elevation_deg`), looking at the centre, as the NeRF papers' videos do.
 """
@@ -42,6 +42,7 @@ def render_orbit(cfg: DictConfig) -> dict[str, Any]:
         bf16=precision.startswith("bf16"),
         centre=None if cfg.centre is None else [float(x) for x in cfg.centre],
         radius=cfg.radius,
+        progress="render",
     )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,9 +28,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
-from nerf_lab.training.callbacks import AtomicCheckpointIO, TrainingClock
+from nerf_lab.training.callbacks import AtomicCheckpointIO, StepPace, TrainingClock
 from nerf_lab.config.build import CONF_DIR, Run, build_run, run_config
-from nerf_lab.runs.checkpoints import Resume, check_resumable, read_checkpoint
+from nerf_lab.runs.checkpoints import SCENE_KEY, Resume, check_resumable, read_checkpoint
 from nerf_lab.runs.hydra_callbacks import take_prepared
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.resume import ScheduleFromConfig
@@ -44,6 +45,9 @@ from nerf_lab.runs.stops import (
     stop_signals,
 )
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
+from nerf_lab.analysis.benchmarking import long_run_warning
+
+log = logging.getLogger("nerf_lab")
 
 # The keys a run reports, in metrics.json and in the sweep table.
 REPORTED = ("val/psnr", "val/psnr_best", "val/ssim", "test/psnr", "test/ssim", "train/loss", "train/psnr")
@@ -89,11 +93,14 @@ def _train(
     # The group choices (data=blender, sampling=occupancy, …): what eval and render rebuild
     # the run from, with today's config (nerf_lab.config.stored); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
+    module.hparams[SCENE_KEY] = datamodule.scene_identity()  # what a resume checks its scene against
     if cfg.compile:
         module.renderer.compile_fields()
     clock = TrainingClock()
     logger = instantiate(cfg.logger)
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock]
+    # The pace after start-up: a compiled run's first steps compile (and may compile again).
+    pace = StepPace(skip=3 if cfg.compile else 1)
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None] + [clock, pace]
     if resume is not None:  # the schedule of this run's config, at the resumed step
         callbacks.append(ScheduleFromConfig(resume.changes))
     if not cfg.trainer.enable_progress_bar:
@@ -106,6 +113,11 @@ def _train(
 
     describe_run(logger, cfg, precision=str(trainer.precision))
     stops.trainer = trainer
+    if trainer.is_global_zero:
+        dtype = torch.bfloat16 if str(trainer.precision).startswith("bf16") else torch.float32
+        warning = long_run_warning(cfg, module.renderer, trainer.strategy.root_device, dtype)
+        if warning:
+            log.warning(warning)
 
     started = time.perf_counter()
     # weights_only=True: our checkpoints hold tensors and plain containers only (the config is

@@ -163,3 +163,47 @@ def seconds_per_view(model: NeRFRenderer, views: list[dict[str, torch.Tensor]], 
             render_in_chunks(model, RayBundle(view["origins"], view["directions"]), chunk)
         synchronise(device)
     return (time.perf_counter() - start) / len(views)
+
+
+# A run whose estimated cost passes this is announced before it trains.
+LONG_RUN_S = 3600.0
+# No device computes fewer FLOP/s than this: below LONG_RUN_S at this rate, nothing is measured.
+SLOWEST_RATE = 1e9
+
+
+def run_flops(cfg: Any, model: NeRFRenderer) -> dict[str, float]:
+    """The fields' floating-point work of a run (the field protocol's
+    `training_flops_per_point`, through `NeRFRenderer.training_flops_per_ray`): `step` a training
+    step (`data.batch_rays` rays), `validation` one validation (`data.val_views` views of
+    `data.resolution`² rays, forward only: a third of a training step's work a ray), and
+    `total` for `trainer.max_steps` steps with a validation every `trainer.val_check_interval`
+    steps and one at the end."""
+    per_ray = float(model.training_flops_per_ray())
+    step = cfg.data.batch_rays * per_ray
+    validation = cfg.data.val_views * cfg.data.resolution**2 * per_ray / 3
+    validations = cfg.trainer.max_steps // cfg.trainer.val_check_interval + (1 if cfg.trainer.max_steps % cfg.trainer.val_check_interval else 0)
+    return {"step": step, "validation": validation, "validations": validations, "total": cfg.trainer.max_steps * step + validations * validation}
+
+
+def long_run_warning(cfg: Any, model: NeRFRenderer, device: torch.device, dtype: torch.dtype, rate: float | None = None) -> str | None:
+    """One line when the run's work (`run_flops`) at this device's measured matrix-product rate
+    (`matmul_throughput` at the hidden layers' width; `rate` FLOP/s if given) takes longer than
+    `LONG_RUN_S`, naming the keys that bring it down; None otherwise. The rate is an upper bound
+    on what a step achieves, so the time is a lower bound."""
+    flops = run_flops(cfg, model)
+    if rate is None:
+        if flops["total"] < LONG_RUN_S * SLOWEST_RATE:
+            return None
+        width = int(cfg.model.get("width", 128)) if "model" in cfg else 128
+        rate = matmul_throughput(min(cfg.data.batch_rays * 64, 16384), width, device, dtype, repeats=5)
+    seconds = flops["total"] / rate
+    if seconds <= LONG_RUN_S:
+        return None
+    hours = seconds / 3600
+    model_keys = ", ".join(f"model.{key}={cfg.model[key]}" for key in ("depth", "width") if key in cfg.model)
+    return (
+        f"this run needs about {flops['total']:.2g} FLOP ({flops['step']:.2g} a step × trainer.max_steps={cfg.trainer.max_steps}, "
+        f"{flops['validations']} validations of data.val_views={cfg.data.val_views} at data.resolution={cfg.data.resolution}); "
+        f"at this {device.type}'s measured {rate / 1e9:.3g} GFLOP/s that is at least {hours:.1f} h: to bring it down, lower "
+        f"data.batch_rays={cfg.data.batch_rays}, data.resolution, trainer.max_steps, or the model ({model_keys or 'model='}, e.g. model=tiny)"
+    )

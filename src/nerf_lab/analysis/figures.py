@@ -5,6 +5,7 @@ one checkpoint loader (nothing here unpickles a checkpoint itself)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ def plot_curves(arms: list[Arm], curves: Curves, path: Path, tags: Sequence[str]
                 label = f"{arm.name} (n={len(series)})" if index == 0 else (f"{arm.name}: white minimum" if index == 1 else None)
                 for column, x in enumerate((stacked[..., 0].mean(0), stacked[..., 1].mean(0))):
                     axis = axes[row, column]
-                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label)
+                    # One validation (a short run) is a point: a line of one point draws nothing.
+                    point = {"marker": "o", "markersize": 6} if length == 1 else {}
+                    axis.plot(x, mean, style, color=colour, linewidth=1.5 if style == "-" else 1.0, label=label, **point)
                     if len(series) > 1:
                         axis.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.2)
                     axis.set_xlabel("step" if column == 0 else "wall time (s)")
@@ -84,6 +87,7 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
         checkpoint = _checkpoint(arm)
         if checkpoint is None:
             continue
+        print(f"report: test view {view} of {arm.name}", file=sys.stderr, flush=True)  # renders take minutes on a CPU
         trained = load_trained(checkpoint)
         module = trained.module.to(device)
         datamodule = trained.datamodule(test_views=view + 1)
@@ -124,8 +128,9 @@ def render_device() -> tuple[Any, bool]:
 
 
 def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_width: int = ORBIT_MAX_WIDTH) -> list[str]:
-    """An orbit around the scene, every arm side by side (first completed seed's best
-    checkpoint), as a GIF at the runs' resolution, or `max_width` px when that is smaller."""
+    """An orbit around the scene, every arm side by side under its name (first completed
+    seed's best checkpoint), rendered at the runs' resolution, or `max_width` px when that is
+    smaller, and shown at least `visuals.panels.MIN_TILE` px wide an arm."""
     from nerf_lab.analysis.orbit import orbit_frames, write_gif
     from nerf_lab.runs.checkpoints import load_trained
 
@@ -136,11 +141,13 @@ def orbit_gif(arms: list[Arm], path: Path, frames: int = 24, fps: int = 8, max_w
         if checkpoint is not None:
             trained = load_trained(checkpoint)
             width = min(trained.run_config.data.resolution, max_width)
-            orbits.append(orbit_frames(trained, frames, width=width, device=device, bf16=bf16).frames)
+            orbits.append(orbit_frames(trained, frames, width=width, device=device, bf16=bf16, progress=f"report: orbit of {arm.name}").frames)
             names.append(arm.name)
     if orbits:
-        gap = np.full((orbits[0][0].shape[0], 2, 3), 255, dtype=np.uint8)
-        write_gif(path, [np.concatenate([part for orbit in orbits for part in (orbit[i], gap)][:-1], axis=1) for i in range(frames)], fps)
+        # Each arm under its name, scaled up (nearest) to a size one can see (`labelled_grid`).
+        from nerf_lab.visuals.panels import Tile, labelled_grid
+
+        write_gif(path, [labelled_grid([Tile(name, orbit[i]) for name, orbit in zip(names, orbits)], len(orbits)) for i in range(frames)], fps)
     return names
 
 

@@ -51,6 +51,15 @@ def _is_time_limit(value: Any) -> bool:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds > 0
 
 
+def _is_limit(value: Any) -> bool:
+    """Lightning's limit_*_batches: a fraction (float) in [0, 1] or a count (int) >= 0, or null."""
+    if value is None:
+        return True
+    if _is_int(value):
+        return value >= 0
+    return _is_number(value) and 0 <= value <= 1
+
+
 # (key, check, what is expected): what no constructor of ours checks. Checks see the resolved value.
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sampling.chunk", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (rays a chunk when rendering views), or null for the device's size"),
@@ -73,8 +82,19 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or (isinstance(v, list) and len(v) >= 1 and all(_is_int(d) and d >= 0 for d in v)),
         "an integer >= 1 (devices), -1 or auto (all), or a non-empty list of device indices",
     ),
+    # The Trainer's keys whose default is null: typed here, so that a run's recorded value (a
+    # mapping or list where the default is null) is read back checked.
+    ("trainer.check_val_every_n_epoch", _is_positive_int_or_none, "an integer >= 1 (epochs between validations), or null"),
+    ("trainer.gradient_clip_val", lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0, or null for no clipping"),
+    ("trainer.gradient_clip_algorithm", lambda v: v in (None, "norm", "value"), "norm or value, or null"),
+    ("trainer.limit_val_batches", _is_limit, "a fraction in [0, 1] or a count of views >= 0, or null for all"),
+    ("trainer.limit_test_batches", _is_limit, "a fraction in [0, 1] or a count of views >= 0, or null for all"),
+    ("trainer.profiler", lambda v: v in (None, "simple", "advanced", "pytorch"), "simple, advanced or pytorch, or null"),
+    ("data.scene_dir", lambda v: v is None or (isinstance(v, str) and v != ""), "a scene folder, or null for the built-in scene"),
+    ("ckpt_path", lambda v: v is None or (isinstance(v, str) and v != ""), "a checkpoint to resume, or null"),
     ("seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
+    ("resume_other_scene", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 
@@ -95,6 +115,15 @@ RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("radius", lambda v: v is None or (_is_number(v) and v > 0), "a distance > 0, or null for the cameras' mean distance"),
     ("chunk", _is_positive_int_or_none, "a positive integer (rays a chunk), or null for the training run's"),
     ("depth", lambda v: isinstance(v, bool), "true or false"),
+]
+# nerf_lab.bench's own keys (the training config's are `CHECKS`).
+BENCH_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("bench.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (untimed steps first)"),
+    ("bench.steps", lambda v: _is_int(v) and v >= 1, "a positive integer (timed steps)"),
+    ("bench.render_views", lambda v: _is_int(v) and v >= 1, "a positive integer (test views rendered to time rendering)"),
+    ("bench.profile_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (profiled steps; 0: none)"),
+    ("bench.init_from", lambda v: v is None or (isinstance(v, str) and v != ""), "a checkpoint to start from, or null"),
+    ("bench.json_path", lambda v: v is None or (isinstance(v, str) and v != ""), "a file to write bench.json to as well, or null"),
 ]
 COMMAND_CHECKS = {"train": CHECKS, "eval": EVAL_CHECKS, "render": RENDER_CHECKS}
 
@@ -138,6 +167,21 @@ def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
         elif isinstance(value, float):
             found.append((key, value))
     return found
+
+
+def typed_checks() -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """Every training key whose value a check types, with its check and what it expects: the
+    `CHECKS` table's and the data module's own parameters (`data.<name>`, `PARAMETER_CHECKS`)."""
+    from nerf_lab.data.datamodule import PARAMETER_CHECKS
+
+    found = {key: (check, expected) for key, check, expected in CHECKS}
+    found.update({f"data.{name}": (check, expected) for name, check, expected in PARAMETER_CHECKS})
+    return found
+
+
+def checked_keys() -> set[str]:
+    """The keys of `typed_checks`."""
+    return set(typed_checks())
 
 
 def check_run_values(cfg: DictConfig) -> None:

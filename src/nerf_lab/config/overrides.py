@@ -136,6 +136,37 @@ def _preset_sweep(path: Path) -> list[str]:
     return []
 
 
+def unquoted_text_error(arguments: list[str]) -> str | None:
+    """The one line for an override whose unquoted value holds a character Hydra's grammar
+    does not read (anything beyond ASCII: `data.scene_dir=/data/légo`), naming the key, the
+    character and the fix (quote the value); None if there is none."""
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        key, value = argument.split("=", 1)
+        if value[:1] in ("'", '"'):
+            continue
+        odd = next((character for character in value if ord(character) > 127), None)
+        if odd is not None:
+            return (
+                f"{argument}: Hydra reads unquoted values as ASCII only and stops at {odd!r}; "
+                f"quote the value: \"{key}='{value}'\""
+            )
+    return None
+
+
+def _first_of_sweep(override: Any) -> str | None:
+    """A plain override's own line; a sweep's key with its first value (None where the sweep
+    cannot be listed, such as a glob over a group's options)."""
+    if not override.is_sweep_override():
+        return override.input_line
+    try:
+        first = next(iter(override.sweep_string_iterator()))
+    except Exception:  # noqa: BLE001
+        return None
+    return f"{override.get_key_element()}={first}"
+
+
 def composition_error(config_name: str, arguments: list[str]) -> tuple[str | None, DictConfig | None]:
     """Hydra's error composing `config_name` with the command line's plain overrides (sweeps
     left out), as one line naming the key and the nearest keys, or (None, the config)."""
@@ -145,8 +176,11 @@ def composition_error(config_name: str, arguments: list[str]) -> tuple[str | Non
     try:
         parsed = _parse(arguments)
     except Exception as error:  # noqa: BLE001 (a malformed override)
-        return " ".join(str(error).split()), None
-    plain = [o.input_line for o in parsed if not o.is_sweep_override() and o.input_line and not o.key_or_group.startswith("hydra")]
+        return unquoted_text_error(arguments) or " ".join(str(error).split()), None
+    # A sweep's override is composed with its first value: a key it names must exist as in a
+    # single run (`-m model.detph=2,4` is refused as `model.detph=2` is).
+    lines = {id(o): _first_of_sweep(o) for o in parsed if o.input_line and not o.key_or_group.startswith("hydra")}
+    plain = [line for line in lines.values() if line is not None]
     try:
         return None, compose(config_name, overrides=plain)
     except (HydraException, OmegaConfBaseException) as error:
@@ -156,7 +190,7 @@ def composition_error(config_name: str, arguments: list[str]) -> tuple[str | Non
             if f"'{key}'" in message and "Could not override" in message:
                 parent_key, _, name = key.rpartition(".")
                 try:
-                    base = compose(config_name, overrides=[o for o in plain if o != override.input_line])
+                    base = compose(config_name, overrides=[line for line in plain if line != lines.get(id(override))])
                     parent = OmegaConf.select(base, parent_key) if parent_key else base
                 except Exception:  # noqa: BLE001
                     base = parent = None

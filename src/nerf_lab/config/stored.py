@@ -230,7 +230,7 @@ def _fits(node: Any, tree: Any, prefix: str = "") -> bool:
         elif key not in node and not takes_key(node, key):
             return False
         elif key in node and isinstance(node._get_node(key), DictConfig) != isinstance(value, dict):
-            if value is not None:
+            if value is not None and not (isinstance(value, dict) and _typed_null(node, key, f"{prefix}{key}")):
                 return False
         elif key in node and isinstance(value, dict) and not _fits(node[key], value, f"{prefix}{key}."):
             return False
@@ -258,21 +258,60 @@ def _overlay(node: DictConfig, stored: Any, prefix: str, where: str) -> None:
             near = ", ".join(_nearest(key, list(node.keys())))
             raise ConfigError(f"{where}: its stored config has {path}, a key today's config does not have{f' (nearest: {near})' if near else ''}")
         today_is_tree = key in node and isinstance(node._get_node(key), DictConfig)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not today_is_tree and _typed_null(node, key, path):
+            # A value a run derives and records (data.scene_transform of a normalised run), or a
+            # user's mapping (trainer.max_time={minutes: 9}), where today's default is null:
+            # taken as plain data, its type checked with the command line's (`CHECKS`).
+            _check_plain(value, path, where, mappings=True)
+            _check_typed(value, path, where)
+            node[key] = value
+        elif isinstance(value, dict):
             if not today_is_tree:
                 raise ConfigError(f"{where}: its stored config has a mapping at {path}, where today's config has a value")
             _overlay(node[key], value, path, where)
         else:
             if today_is_tree and value is not None:
                 raise ConfigError(f"{where}: its stored config has a value at {path}, where today's config has a mapping")
-            _check_plain(value, path, where)
+            typed = _typed_null(node, key, path)
+            _check_plain(value, path, where, mappings=typed)
+            if typed and isinstance(value, list):
+                _check_typed(value, path, where)
             node[key] = value
 
 
-def _check_plain(value: Any, path: str, where: str) -> None:
+def _typed_null(node: DictConfig, key: str, path: str) -> bool:
+    """Whether today's `node.key` is a plain null (not an interpolation) whose value the
+    command line's checks type (`nerf_lab.config.build.checked_keys`): a stored mapping or
+    list there is read back and checked."""
+    from nerf_lab.config.build import checked_keys
+
+    child = node._get_node(key) if key in node else None
+    if child is None or OmegaConf.is_config(child) or child._is_interpolation() or child._value() is not None:
+        return False
+    return path in checked_keys()
+
+
+def _check_typed(value: Any, path: str, where: str) -> None:
+    """A stored mapping or list where today's default is null, checked as the command line's
+    value would be (`nerf_lab.config.build.typed_checks`) before any object is built from it."""
+    from nerf_lab.config.build import typed_checks
+
+    check, expected = typed_checks()[path]
+    if not check(value):
+        raise ConfigError(f"{where}: its stored {path}={value!r} is not allowed: expected {expected}")
+
+
+def _check_plain(value: Any, path: str, where: str, mappings: bool = False) -> None:
+    """A stored leaf is None, a boolean, a number, a string without `${…}`, or a list of them
+    (and, with `mappings`, a mapping of them, string keys only)."""
     if isinstance(value, list):
         for item in value:
-            _check_plain(item, path, where)
+            _check_plain(item, path, where, mappings)
+    elif isinstance(value, dict) and mappings:
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"{where}: its stored config has {path} with a key that is not a string")
+            _check_plain(item, f"{path}.{name}", where, mappings)
     elif isinstance(value, str):
         if "${" in value:
             raise ConfigError(f"{where}: its stored config has {path}={value!r}: expected a resolved value, not an interpolation")

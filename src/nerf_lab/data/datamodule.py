@@ -4,7 +4,7 @@ validate and test on (the batches themselves: `nerf_lab.data.batches`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from nerf_lab.data.batches import RAY_SAMPLING, RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.data.geometry import SceneTransform, check_geometry, derived_bounds, normalizing_transform
-from nerf_lab.data.images import image_size, output_height
+from nerf_lab.data.images import border_colour, image_size, output_height
 from nerf_lab.errors import ConfigError, DataError
 from nerf_lab.nerf.parameters import is_box, is_int, is_number, require
 
@@ -76,6 +76,10 @@ def _views_of(split: SceneSplit, views: list[int]) -> SceneSplit:
     return SceneSplit(split.images[views], split.poses[views], split.intrinsics[views], tuple(split.file_paths[v] for v in views))
 
 
+# A border whose every channel is within this of 0 (or 1) is a black (or white) background.
+BLANK_BORDER = 0.05
+
+
 class BlenderDataModule(pl.LightningDataModule):
     """A scene in the Blender layout (`nerf_lab.data.blender`) at any resolution.
 
@@ -113,7 +117,7 @@ class BlenderDataModule(pl.LightningDataModule):
         scene_box: Sequence[Any] | None = None,
         camera_convention: str = "opengl",
         normalize: bool = False,
-        scene_transform: dict[str, Any] | None = None,
+        scene_transform: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         values = locals()
@@ -157,6 +161,21 @@ class BlenderDataModule(pl.LightningDataModule):
         box = None if self.scene_box is None else [[float(x) for x in corner] for corner in self.scene_box]
         return {"near": float(self.near), "far": float(self.far), "scene_box": box, "scene_transform": self.transform}
 
+    def scene_identity(self) -> dict[str, Any]:
+        """What a resume checks its scene against (`records.checkpoints.check_same_scene`): the
+        folder (absolute), the training views' count and a SHA-256 digest (16 hex digits) of
+        their cameras as the JSON states them (poses after the convention's conversion, and
+        each frame's intrinsics), so a scene moved to another folder is the same scene and
+        another capture is not. Reads the JSON only."""
+        import dataclasses
+        import hashlib
+
+        index = self._index("train")
+        digest = hashlib.sha256(np.ascontiguousarray(index.poses(), dtype=np.float64).tobytes())
+        for frame in index.frames:
+            digest.update(repr(dataclasses.astuple(frame.intrinsics)).encode())
+        return {"scene_dir": str(Path(self.scene_dir).resolve()), "train_views": len(index.frames), "cameras": digest.hexdigest()[:16]}
+
     def _index(self, split: str):
         return read_split_index(Path(self.scene_dir), split, self.camera_convention)
 
@@ -173,11 +192,33 @@ class BlenderDataModule(pl.LightningDataModule):
                     f"data.resolution={self.resolution} is larger than the source images "
                     f"({index.frames[0].path} is {width} wide): expected at most {width}"
                 )
+        self.check_background()
         geometry = self.scene_geometry()
         poses = self._index("train").poses()
         if geometry["scene_transform"] is not None:
             poses = geometry["scene_transform"].apply(poses)
         check_geometry(poses, geometry["near"], geometry["far"], geometry["scene_box"], self.camera_convention, self.normalize)
+
+    def check_background(self, views: int = 3) -> None:
+        """Images without alpha keep the background they were saved with, and the renderer
+        composites onto `background`: a black border under `data.white_background=true` (alpha
+        dropped from a Blender scene) or a white one under false would train the network to
+        paint empty space with density. `DataError` in one line naming the key then, from the
+        border of the first `views` training images (decoded); nothing for images with alpha
+        or a photographed background (neither black nor white)."""
+        frames = self._index("train").frames[:views]
+        measured = border_colour([frame.path for frame in frames])
+        if measured is None:
+            return
+        black, white = bool((measured < BLANK_BORDER).all()), bool((measured > 1 - BLANK_BORDER).all())
+        if (black and self.white_background) or (white and not self.white_background):
+            colour = "black" if black else "white"
+            raise DataError(
+                f"data.white_background={str(self.white_background).lower()}, but the training images have no alpha and a {colour} "
+                f"background (mean border colour {', '.join(f'{x:.2f}' for x in measured)} in {frames[0].path} and the next "
+                f"{len(frames) - 1}): set data.white_background={str(not self.white_background).lower()} so that the renderer's "
+                "background is the images'"
+            )
 
     def cameras(self, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """A split's camera-to-world poses (as the run sees them: converted, normalised),

@@ -116,12 +116,13 @@ def image_rays(
     return camera_rays(poses, rows, cols, k)
 
 
-def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"] | None = None) -> Float[Tensor, "4 4"]:
-    """Camera-to-world pose at `position` looking at `target` (the origin), with world +z up,
-    the Blender scenes' convention."""
+def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"] | None = None, up: Float[Tensor, "3"] | None = None) -> Float[Tensor, "4 4"]:
+    """Camera-to-world pose at `position` looking at `target` (the origin), with `up` (world
+    +z, the Blender scenes' convention) up in the image."""
     target = torch.zeros(3, dtype=position.dtype) if target is None else target
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=position.dtype) if up is None else up.to(position.dtype)
     forward = torch.nn.functional.normalize(target - position, dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=position.dtype)), dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, up), dim=0)
     up = torch.linalg.cross(right, forward)
     pose = torch.eye(4, dtype=position.dtype)
     pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, up, -forward, position

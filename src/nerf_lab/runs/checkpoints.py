@@ -93,9 +93,42 @@ def check_resumable(cfg: DictConfig, module: NeRFLitModule) -> Resume:
     from nerf_lab.runs.resume import check_resume_changes
 
     checkpoint = read_checkpoint(cfg.ckpt_path)
+    missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
+    if missing:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is not a Lightning training checkpoint (no {', '.join(missing)}): it can be evaluated "
+            "(nerf_lab.eval) but not resumed; expected a checkpoint that nerf_lab.train wrote, e.g. <run>/checkpoints/last.ckpt",
+            key="ckpt_path",
+        )
     changes = check_resume_changes(cfg, checkpoint)
+    check_same_scene(cfg, checkpoint)
     check_tensors(checkpoint, module, cfg.ckpt_path, finite=False)
     return Resume(changes, int(checkpoint.get("global_step", 0)))
+
+
+# What Lightning reads to resume a run, beyond the weights (its migration reads the version unguarded).
+LIGHTNING_KEYS = ("pytorch-lightning_version", "global_step", "loops", "optimizer_states", "lr_schedulers")
+# hyper_parameters.scene: the scene a run trained on (`BlenderDataModule.scene_identity`).
+SCENE_KEY = "scene"
+
+
+def check_same_scene(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """A resume's scene is the one the checkpoint's run trained on: the same training cameras
+    (their digest), wherever the folder now is; `ConfigError` in one line otherwise, unless
+    `resume_other_scene=true`. (A checkpoint written before scenes were recorded is not checked.)"""
+    recorded = checkpoint.get("hyper_parameters", {}).get(SCENE_KEY)
+    if not isinstance(recorded, dict) or cfg.get("resume_other_scene"):
+        return
+    given = build_datamodule(cfg).scene_identity()
+    if given["cameras"] == recorded.get("cameras"):
+        return
+    raise ConfigError(
+        f"ckpt_path={cfg.ckpt_path} was trained on {recorded.get('scene_dir')} ({recorded.get('train_views')} train views, cameras "
+        f"{recorded.get('cameras')}); data.scene_dir={cfg.data.get('scene_dir')} holds another scene ({given['train_views']} train "
+        f"views, cameras {given['cameras']}): resume with data.scene_dir={recorded.get('scene_dir')}, or resume_other_scene=true "
+        "to go on with this one",
+        key="data.scene_dir",
+    )
 
 
 def check_tensors(checkpoint: dict[str, Any], module: NeRFLitModule, path: str | Path, finite: bool = True) -> None:

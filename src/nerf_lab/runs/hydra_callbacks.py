@@ -46,6 +46,7 @@ class CheckConfigBeforeRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = None
         try:
+            check_job_folders(config)
             sweep_dir = config.hydra.sweep.dir
             check_sweep_folder(sweep_dir)
         except NerfLabError as error:
@@ -56,6 +57,52 @@ class CheckConfigBeforeRun(Callback):
             raise _fault_exit(error) from None
         finally:
             release_claims(keep=sweep_dir)
+
+
+# The job keys a sweep's subdir may name: what each job's folder can be told apart by.
+JOB_KEYS = {"num", "id", "override_dirname", "name"}
+
+
+def check_job_folders(config: DictConfig) -> None:
+    """`ConfigError` before a sweep's first job when two of its jobs would share a folder
+    (`hydra.sweep.subdir=job`, or one that names only keys the sweep does not vary): the
+    second would overwrite the first. The jobs are listed as Hydra's basic sweeper lists them
+    (the cartesian product of the command line's sweeps); a subdir that names anything but
+    `hydra.job.{num,id,override_dirname,name}`, or sweeps that cannot be listed, are not checked."""
+    import itertools
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from nerf_lab.errors import ConfigError
+
+    node = config.hydra.sweep._get_node("subdir")
+    raw = str(node._value())
+    names = re.findall(r"hydra\.job\.(\w+)", raw)
+    if "num" in names or "id" in names or (set(names) - JOB_KEYS) or re.search(r"\$\{(?!hydra\.job\.|nerf_lab\.job_dir_name:)", raw):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        choices = [
+            [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+            else [o.input_line] for o in parsed
+        ]
+    except Exception:  # noqa: BLE001 (a sweep the basic sweeper's listing does not cover)
+        return
+    excluded = set(config.hydra.job.config.override_dirname.get("exclude_keys", []))
+    seen: dict[str, int] = {}
+    for number, job in enumerate(itertools.product(*choices)):
+        kept = sorted(line for line in job if line.split("=", 1)[0].lstrip("+~") not in excluded)
+        job_node = {"num": number, "id": str(number), "override_dirname": ",".join(kept), "name": config.hydra.job.name}
+        folder = str(OmegaConf.create({"hydra": {"job": job_node}, "subdir": raw}).subdir) if "${" in raw else raw
+        if folder in seen:
+            raise ConfigError(
+                f"hydra.sweep.subdir={raw} gives jobs {seen[folder]} and {number} the same folder ({folder}): the second would "
+                "overwrite the first; expected a subdir with ${hydra.job.num} in it, e.g. hydra.sweep.subdir=${hydra.job.num}",
+                key="hydra.sweep.subdir",
+            )
+        seen[folder] = number
 
 
 def _fault_exit(error: Exception) -> BaseException:
@@ -118,6 +165,14 @@ def check_before_run(config: DictConfig) -> Prepared | None:
         run = build_run(buildable, check_files=True)
         resume = check_resumable(config, run.module) if config.get("ckpt_path") else None
         prepared = Prepared(_plain(config), run=run, resume=resume)
+    elif task == "bench":
+        from nerf_lab.config.build import BENCH_CHECKS, validate_config
+        from nerf_lab.runs.checkpoints import read_checkpoint
+
+        check_values(config, BENCH_CHECKS)
+        validate_config(config, check_files=True)
+        if config.bench.get("init_from"):
+            read_checkpoint(config.bench.init_from, "bench.init_from")
     elif task in COMMAND_CHECKS:
         check_own_keys(config, task)
         check_values(config, COMMAND_CHECKS[task])

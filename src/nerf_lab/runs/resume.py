@@ -34,12 +34,12 @@ CHANGEABLE = (
     "trainer.enable_model_summary", "trainer.profiler", "trainer.default_root_dir",
     "optim.lr", "optim.lr_final", "optim.optimizer.lr", "optim.scheduler.lr_final",
     "data.scene_dir", "data.cache_dir", "data.val_views", "data.test_views", "sampling.chunk",
-    "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name",
+    "paths.", "callbacks.", "logger.", "ckpt_path", "test", "compile", "task_name", "resume_other_scene",
 )
 
 # Changed keys the log leaves out: the run folder's own paths, and copies of another key.
 FOLLOWERS = (
-    "paths.", "ckpt_path", "task_name", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
+    "paths.", "ckpt_path", "task_name", "resume_other_scene", "trainer.default_root_dir", "logger.save_dir", "callbacks.best_checkpoint.dirpath",
     "callbacks.last_checkpoint.dirpath", "optim.optimizer.lr", "optim.scheduler.lr_final",
 )
 
@@ -81,6 +81,7 @@ def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[st
             key="trainer.max_steps",
         )
     new, derived = _resolved(cfg)
+    new = _with_derived_geometry(cfg, new)
     stored = {key: value for key, value in flatten(checkpoint["hyper_parameters"]["config"]) if not key.startswith(derived)}
     new = {key: value for key, value in new.items() if not key.startswith(derived)}
     changed = [key for key in sorted(stored.keys() | new.keys()) if stored.get(key, "absent") != new.get(key, "absent")]
@@ -93,6 +94,25 @@ def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[st
             f"sampling or data ({listed}{more}): resume with the run's own values, or start a new run"
         )
     return [f"{key}: {stored.get(key, 'absent')} → {new.get(key, 'absent')}" for key in changed if not key.startswith(FOLLOWERS)]
+
+
+def _with_derived_geometry(cfg: DictConfig, new: dict[str, Any]) -> dict[str, Any]:
+    """`new` (flat keys) with the near, far, box and scene transform that `cfg`'s data module
+    derives (`data.normalize=true`, no recorded transform), as the training run recorded its
+    own (`nerf_lab.train.record_scene_geometry`): a resumed normalised run is compared with
+    what it would use, not with the configured values it replaces."""
+    data = cfg.get("data")
+    if data is None or not data.get("normalize") or data.get("scene_transform") is not None:
+        return new
+    from nerf_lab.config.build import build_datamodule
+
+    geometry = build_datamodule(cfg).scene_geometry()
+    recorded = {"near": geometry["near"], "far": geometry["far"], "scene_box": geometry["scene_box"]}
+    if geometry["scene_transform"] is not None:
+        recorded["scene_transform"] = geometry["scene_transform"].to_config()
+    out = {key: value for key, value in new.items() if key != "data.scene_transform"}
+    out.update(flatten(recorded, "data"))
+    return out
 
 
 class ScheduleFromConfig(pl.Callback):

@@ -15,11 +15,11 @@ from torchmetrics import MaxMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nerf_lab.errors import TrainingDiverged
-from nerf_lab.nerf.metrics import LPIPS_NETWORK, perceptual_metric, psnr_from_mse
+from nerf_lab.nerf.metrics import psnr_from_mse
 from nerf_lab.nerf.marching import RenderOutputs, render_in_chunks
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
-from nerf_lab.training.views import test_protocol
+from nerf_lab.training.views import LPIPS_NETWORK, perceptual_metric, test_protocol
 from nerf_lab.training.hardware import render_chunk
 
 Batch = dict[str, torch.Tensor]
