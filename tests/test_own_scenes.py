@@ -181,13 +181,13 @@ def _png16(path: Path, pixels: np.ndarray) -> None:
 
 
 def test_16_bit_pngs_read_as_their_8_bit_values(tmp_path):
-    pixels = np.random.default_rng(1).integers(0, 255, (8, 8, 4), dtype=np.uint8)
-    eight = load_split(_camera_scene(tmp_path / "8", pixels, {"camera_angle_x": 1.0}), "train", 8)
+    pixels = np.random.default_rng(1).integers(0, 255, (16, 16, 4), dtype=np.uint8)
+    eight = load_split(_camera_scene(tmp_path / "8", pixels, {"camera_angle_x": 1.0}), "train", 16)
     scene = _camera_scene(tmp_path / "16", pixels, {"camera_angle_x": 1.0})
     for split in ("train", "val", "test"):
         _png16(scene / split / "v.png", pixels.astype(np.uint16) * 257)
-    _check(scene)
-    assert torch.allclose(load_split(scene, "train", 8).images, eight.images, atol=1e-3)
+    _check(scene, resolution=16)
+    assert torch.allclose(load_split(scene, "train", 16).images, eight.images, atol=1e-3)
 
 
 # ---------------------------------------------------------------- the geometry check
