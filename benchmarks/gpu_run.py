@@ -203,7 +203,7 @@ def study(part: Part, mode: dict, toy: bool) -> None:
     limits = mode["limits"]
     keep_s = mode["arms_share"] * part.budget_s  # the tests and benches leave the arms their share
     tests_txt = part.out / "1_gpu_tests.txt"
-    pytest = python_command("pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-rsP", "-p", "no:cacheprovider")
+    pytest = python_command("pytest", "-q", "-m", "gpu", str(ROOT / "tests/test_gpu.py"), "-rsP", "-p", "no:cacheprovider")
     part.run_step("tests", pytest, limit(part, "tests", limits["tests"], keep_s), output=tests_txt)
     tail = tests_txt.read_text().strip().splitlines()[-1:] if tests_txt.is_file() else []
     part.note(f"- gpu tests: {' '.join(tail).strip('= ') or 'no result'}")
@@ -432,7 +432,10 @@ def main(argv: list[str] | None = None) -> None:
         out = out.with_name(f"{out.name}-{stamp}")  # a rerun beside the first run's records
     ship_to = Path(os.environ["OUT"]).resolve() if os.environ.get("OUT") else None
     work = (args.work or ROOT / "outputs/gpu_runs" / f"{args.part}-{stamp}").resolve()
-    os.chdir(ROOT)  # the steps name tests/ and conf/ from the repository root
+    # The steps run in the work folder: a default folder a command makes (Hydra's outputs/<date>/
+    # <time> while it composes a config) lands there, never in the repository.
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
     budget_s = float(os.environ.get("GPU_BUDGET_S", mode["budget_s"]))
     grace_s = float(os.environ.get("GPU_GRACE_S", mode["grace_s"]))
     part = Part(args.part, out, work, budget_s, grace_s, float(os.environ.get("GPU_SHIP_EVERY_S", 15)), ship_to)

@@ -18,10 +18,17 @@ except ImportError:  # beartype is a test extra; without it the annotations go u
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# The folder of the NeRF synthetic scenes (NERF_SYNTHETIC_DIR, else ../shared beside the
+# repository), made absolute here: every test runs in a scratch working directory, where the
+# config's relative default would name nothing.
+os.environ["NERF_SYNTHETIC_DIR"] = str(
+    Path(os.environ.get("NERF_SYNTHETIC_DIR", REPO_ROOT.parent / "shared/data/nerf_synthetic")).resolve()
+)
+
+
 def lego_dir() -> Path:
-    """The real Lego scene, where this machine has it (NERF_SYNTHETIC_DIR, else ../shared)."""
-    root = os.environ.get("NERF_SYNTHETIC_DIR", str(REPO_ROOT.parent / "shared/data/nerf_synthetic"))
-    return Path(root) / "lego"
+    """The real Lego scene, where this machine has it."""
+    return Path(os.environ["NERF_SYNTHETIC_DIR"]) / "lego"
 
 
 _lego_absent = pytest.mark.skipif(

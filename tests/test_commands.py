@@ -38,7 +38,7 @@ def test_train_command_writes_a_complete_run(trained_run):
     slow_after_first([
         (["model.depth=0"], "error: model.depth=0 is not allowed: expected an integer >= 1"),
         (["sampling.n_c=-1"], "error: sampling.n_c=-1 is not allowed: expected an integer >= 1"),
-        (["model=huge"], "error: model=huge: no such option in conf/model/; expected one of: original, original_lite, tiny"),
+        (["model=huge"], "error: model=huge: no such option in conf/model/; expected one of: ngp, original, original_lite, tiny"),
         (["data=blender", "data.scene_dir=/no/such/scene"], "error: scene folder /no/such/scene does not exist"),
         (["data.batch_rays=0"], "error: data.batch_rays=0 is not allowed: expected a positive integer"),
     ]),

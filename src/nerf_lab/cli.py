@@ -119,6 +119,7 @@ def hydra_command(hydra_main: Callable[[], Any], own_keys_only: str | None = Non
         if problem is None and not any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") for a in arguments):
             problem = command_line_error(config_name, arguments)
         if problem:
+            release_claims()  # the default folders the check's own composition claimed
             raise ConfigError(problem)
         hydra_main()
 
