@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST_OVERRIDES
-from user_commands import run_command
+from user_commands import one_line_error, run_command
 
 from helpers import slow_after_first
 
@@ -50,6 +50,15 @@ def test_bad_input_fails_at_once_with_one_line_and_no_run_folder(tmp_path, cache
     assert last_line.startswith(message), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("mode", [[], ["-m"]])
+def test_a_refused_command_line_leaves_no_default_folder(tmp_path, cache_dir, mode):
+    """The check before Hydra composes the config, and an experiment's own hydra.sweep.dir, claim
+    default folders (outputs/multirun/<date>/<time>): a refused command leaves none behind."""
+    result = run_command("nerf_lab.train", *mode, "experiment=original_800_pe_only", "no_such.key=1", cwd=tmp_path, cache=cache_dir)
+    assert one_line_error(result).startswith("error: no_such.key=1: train's config has no no_such")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
 def test_eval_writes_views_and_per_view_metrics(trained_run, tmp_path, cache_dir):
