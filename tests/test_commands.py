@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -13,6 +14,7 @@ from user_commands import one_line_error, run_command
 
 from helpers import slow_after_first
 
+from nerf_lab.data.builtin_scene import builtin_scene_dir
 from nerf_lab.visuals.panels import LABEL_HEIGHT
 
 
@@ -128,6 +130,29 @@ def test_render_writes_an_orbit_gif(trained_run, tmp_path, cache_dir):
     frames = iio.imread(tmp_path / "orbit" / "orbit.gif", index=None)
     assert frames.shape[:3] == (6, 32, 64)  # colour | depth, 6 frames
     assert not (frames[0] == frames[3]).all()  # the camera moves
+
+
+def test_render_of_a_poses_only_json_draws_what_eval_draws_for_those_cameras(trained_run, tmp_path, cache_dir):
+    """Field case 20: render poses=<json> of the test split's first two cameras, in a folder
+    without their images: the same prediction and depth, pixel for pixel, as eval renders and
+    scores for those views, named as the split names them; no score claimed."""
+    checkpoint = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"
+    evaluated = run_command("nerf_lab.eval", checkpoint, "views=2", "hydra.run.dir=eval", "accelerator=cpu", cwd=tmp_path, cache=cache_dir)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    meta = json.loads((builtin_scene_dir(cache_dir, 32) / "transforms_test.json").read_text())
+    meta["frames"] = meta["frames"][:2]
+    (tmp_path / "cameras").mkdir()
+    (tmp_path / "cameras" / "path.json").write_text(json.dumps(meta))
+    rendered = run_command("nerf_lab.render", checkpoint, f"poses={tmp_path / 'cameras' / 'path.json'}", "hydra.run.dir=poses",
+                           "accelerator=cpu", cwd=tmp_path, cache=cache_dir)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert "no ground truth read: no PSNR/SSIM" in rendered.stdout
+    names = sorted(path.name for path in (tmp_path / "eval" / "pred").iterdir())
+    assert len(names) == 2 and sorted(path.name for path in (tmp_path / "poses" / "pred").iterdir()) == names
+    for name in names:
+        np.testing.assert_array_equal(iio.imread(tmp_path / "poses" / "pred" / name), iio.imread(tmp_path / "eval" / "pred" / name))
+        depth = Path(name).with_suffix(".npy").name
+        np.testing.assert_allclose(np.load(tmp_path / "poses" / "depth" / depth), np.load(tmp_path / "eval" / "depth" / depth), atol=1e-5)
 
 
 def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):

@@ -119,6 +119,8 @@ def compose_command(command: str, arguments: list[str]) -> None:
     raises what Hydra raises."""
     from hydra import compose, initialize_config_dir
 
+    from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers, as each command does)
+
     for overrides in _sweep_variants(arguments):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             compose(config_name=HYDRA_COMMANDS[command], overrides=overrides, return_hydra_config=True)

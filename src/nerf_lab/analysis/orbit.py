@@ -100,7 +100,7 @@ def orbit_frames(
         radius = float((train_poses[:, :3, 3].double() - middle).norm(dim=-1).mean())
     up = mean_up(train_poses)
     if elevation_deg is None:
-        offsets = datamodule.cameras("test")[0][:, :3, 3].double() - middle
+        offsets = datamodule.poses("test")[:, :3, 3].double() - middle
         elevation_deg = float(torch.rad2deg(torch.asin((offsets @ up) / offsets.norm(dim=-1))).mean())
     width = width if width is not None else data.resolution
     height = max(1, round(train_height * width / train_width))

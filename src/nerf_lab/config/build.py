@@ -107,6 +107,7 @@ EVAL_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
 ]
 RENDER_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ckpt_path", lambda v: isinstance(v, str) and v != "", "a checkpoint, e.g. ckpt_path=<run>/checkpoints/best.ckpt"),
+    ("poses", lambda v: v is None or (isinstance(v, str) and v != ""), "a transforms JSON whose cameras to render, or null for the orbit"),
     ("frames", lambda v: _is_int(v) and v >= 1, "a positive integer (frames in the orbit)"),
     ("fps", lambda v: _is_int(v) and v >= 1, "a positive integer (frames a second)"),
     ("resolution", _is_positive_int_or_none, "a positive integer (image width in pixels), or null for the training resolution"),
@@ -213,7 +214,7 @@ def build_run(cfg: DictConfig, check_files: bool = False) -> Run:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     if check_files:
-        datamodule.check_scene()
+        datamodule.check_scene(splits_read(cfg))
     config = run_config(cfg)
     record_scene_geometry(config["data"], datamodule.scene_geometry())
     # Built from `cfg` itself (its interpolations tell a bad value's key: model.depth, not
@@ -261,7 +262,12 @@ def validate_config(cfg: DictConfig, check_files: bool = False) -> None:
     datamodule = build_datamodule(cfg)
     build_module(cfg)
     if check_files:
-        datamodule.check_scene()
+        datamodule.check_scene(splits_read(cfg))
+
+
+def splits_read(cfg: DictConfig) -> tuple[str, ...]:
+    """The scene's splits a training run reads: the test split only when it tests (`test`)."""
+    return ("train", "val", "test") if cfg.get("test", True) else ("train", "val")
 
 
 def source_key(cfg: DictConfig, key: str) -> str:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from nerf_lab.data.blender import SceneSplit
+from nerf_lab.errors import DataError
 from nerf_lab.nerf.rays import camera_rays, image_rays
 
 RAY_SAMPLING = ("all_images", "one_image")
@@ -27,6 +28,11 @@ class RandomRayBatches(IterableDataset):
     During the first `precrop_steps` steps, pixels come from the central `precrop_frac` of
     each image only: the authors' guard against the white local minimum, where a model
     that sees mostly white background learns to predict nothing.
+
+    Where the split has `masks`, rays are drawn among the pixels that count only: candidates
+    are drawn as above and those on masked pixels dropped, until the batch is full. A view
+    whose window (the whole image, or its centre while cropping) holds no pixel that counts
+    is never drawn; `DataError` when no view has one.
     """
 
     def __init__(
@@ -52,6 +58,27 @@ class RandomRayBatches(IterableDataset):
         self.rank = rank
         self.first_step = first_step
         self.last_step = last_step
+        # Views with a pixel that counts, in the whole image and in the centre crop.
+        self.drawable = None if split.masks is None else {
+            cropped: torch.nonzero(self._window(split.masks, cropped).flatten(1).any(1)).flatten()
+            for cropped in (False, True)
+        }
+        if self.drawable is not None and len(self.drawable[False]) == 0:
+            raise DataError("every pixel of the training views is masked out (frames[i].mask_path): nothing to train on")
+
+    def _window(self, masks: torch.Tensor, cropped: bool) -> torch.Tensor:
+        """`masks` outside the drawing window (the centre crop when `cropped`) set False."""
+        if not cropped:
+            return masks
+        (top, bottom), (left, right) = self._crop_ranges(*masks.shape[1:])
+        window = torch.zeros_like(masks)
+        window[:, top:bottom, left:right] = masks[:, top:bottom, left:right]
+        return window
+
+    def _crop_ranges(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        half_h = max(1, round(0.5 * self.precrop_frac * height))
+        half_w = max(1, round(0.5 * self.precrop_frac * width))
+        return (height // 2 - half_h, height // 2 + half_h), (width // 2 - half_w, width // 2 + half_w)
 
     def __len__(self) -> int:
         """The batches of the whole run, counted from step 0, although a resumed stream yields
@@ -76,21 +103,38 @@ class RandomRayBatches(IterableDataset):
         images = self.split.images
         n_views, height, width = images.shape[:3]
         device = images.device
-        row_range, col_range = (0, height), (0, width)
-        if step < self.precrop_steps:
-            half_h = max(1, round(0.5 * self.precrop_frac * height))
-            half_w = max(1, round(0.5 * self.precrop_frac * width))
-            row_range = (height // 2 - half_h, height // 2 + half_h)
-            col_range = (width // 2 - half_w, width // 2 + half_w)
+        cropped = step < self.precrop_steps
+        row_range, col_range = self._crop_ranges(height, width) if cropped else ((0, height), (0, width))
 
         def draw(low: int, high: int, size: int) -> torch.Tensor:
             return torch.randint(low, high, (size,), generator=generator, device=device)
 
         n = self.batch_rays
-        views = draw(0, n_views, 1).expand(n) if self.ray_sampling == "one_image" else draw(0, n_views, n)
-        rows, cols = draw(*row_range, n), draw(*col_range, n)
+        if self.drawable is None:
+            views = draw(0, n_views, 1).expand(n) if self.ray_sampling == "one_image" else draw(0, n_views, n)
+            rows, cols = draw(*row_range, n), draw(*col_range, n)
+        else:
+            views, rows, cols = self._draw_counted(n, draw, row_range, col_range, cropped)
         rays = camera_rays(self.split.poses[views], rows, cols, self.intrinsics[views])
         return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
+
+    def _draw_counted(self, n: int, draw, row_range, col_range, cropped: bool) -> tuple[torch.Tensor, ...]:
+        """`n` (view, row, column) among the pixels that count (`split.masks`), by rejection:
+        candidates drawn uniformly in the window, those on masked pixels dropped, until `n`."""
+        drawable = self.drawable[cropped] if len(self.drawable[cropped]) else self.drawable[False]
+        if not len(self.drawable[cropped]):  # the crop holds no pixel that counts: the whole images
+            row_range, col_range = (0, self.split.images.shape[1]), (0, self.split.images.shape[2])
+        one_view = drawable[draw(0, len(drawable), 1)] if self.ray_sampling == "one_image" else None
+        kept: list[torch.Tensor] = []
+        found = 0
+        while found < n:
+            size = 2 * (n - found) + 64
+            views = one_view.expand(size) if one_view is not None else drawable[draw(0, len(drawable), size)]
+            rows, cols = draw(*row_range, size), draw(*col_range, size)
+            counts = self.split.masks[views, rows, cols]
+            kept.append(torch.stack([views, rows, cols])[:, counts])
+            found += int(counts.sum())
+        return tuple(torch.cat(kept, dim=1)[:, :n])
 
 
 class ViewDataset(Dataset):
@@ -104,12 +148,18 @@ class ViewDataset(Dataset):
         return len(self.view_indices)
 
     def __getitem__(self, item: int) -> Batch:
+        """The view's rays and colours, (height, width, 3), `height` its own; with "mask",
+        (height, width) bool, where some of its pixels do not count (`SceneSplit.masks`)."""
         view = self.view_indices[item]
         split = self.split
-        rays = image_rays(split.poses[view], split.focal, split.height, split.width, split.intrinsics[view])
-        return {
+        height = split.view_height(view)
+        rays = image_rays(split.poses[view], split.focal, height, split.width, split.intrinsics[view])
+        batch = {
             "origins": rays.origins,
             "directions": rays.directions,
-            "rgb": self.split.images[view],
+            "rgb": split.images[view, :height],
             "view": torch.tensor(view),
         }
+        if split.masks is not None and not bool(split.masks[view, :height].all()):
+            batch["mask"] = split.masks[view, :height]
+        return batch

@@ -71,11 +71,6 @@ def _evenly_spaced(count: int | None, available: int) -> list[int]:
     return np.linspace(0, available - 1, count).round().astype(int).tolist()
 
 
-def _views_of(split: SceneSplit, views: list[int]) -> SceneSplit:
-    """The views of `split` at the indices `views`, in that order."""
-    return SceneSplit(split.images[views], split.poses[views], split.intrinsics[views], tuple(split.file_paths[v] for v in views))
-
-
 # A border whose every channel is within this of 0 (or 1) is a black (or white) background.
 BLANK_BORDER = 0.05
 
@@ -176,15 +171,23 @@ class BlenderDataModule(pl.LightningDataModule):
             digest.update(repr(dataclasses.astuple(frame.intrinsics)).encode())
         return {"scene_dir": str(Path(self.scene_dir).resolve()), "train_views": len(index.frames), "cameras": digest.hexdigest()[:16]}
 
-    def _index(self, split: str):
-        return read_split_index(Path(self.scene_dir), split, self.camera_convention)
+    def _index(self, split: str, images: bool = True):
+        return read_split_index(Path(self.scene_dir), split, self.camera_convention, images)
 
-    def check_scene(self) -> None:
-        """Check every split's JSON, poses and intrinsics, every image's header, that
-        `resolution` fits them, and the training cameras' geometry against near, far and the
-        box (`nerf_lab.data.geometry.check_geometry`), without decoding any image: bad data
+    def poses(self, split: str) -> torch.Tensor:
+        """A split's camera-to-world poses as the run sees them (converted, normalised), float32
+        (views, 4, 4), from its JSON alone: its images need not exist."""
+        poses = self._index(split, images=False).poses()
+        transform = self.scene_geometry()["scene_transform"]
+        return torch.from_numpy(poses if transform is None else transform.apply(poses)).float()
+
+    def check_scene(self, splits: Sequence[str] = ("train", "val", "test")) -> None:
+        """Check the JSON, poses and intrinsics of each of `splits` (a run with `test=false`
+        needs no test split), every image's header, that `resolution` fits them, and the
+        training cameras' geometry against near, far and the box
+        (`nerf_lab.data.geometry.check_geometry`), without decoding any image: bad data
         fails before a run starts."""
-        for split in ("train", "val", "test"):
+        for split in splits:
             index = self._index(split)
             width = check_images(index)
             if self.resolution > width:
@@ -226,14 +229,10 @@ class BlenderDataModule(pl.LightningDataModule):
         (views, 4); and the (height, width) of its images at `resolution`: from the JSON and
         the image headers alone."""
         index = self._index(split)
-        poses = index.poses()
-        transform = self.scene_geometry()["scene_transform"]
-        if transform is not None:
-            poses = transform.apply(poses)
         width, height = image_size(index.frames[0].path)
         out_height = output_height(width, height, self.resolution)
         intrinsics = [frame.intrinsics.scaled(self.resolution, out_height, *image_size(frame.path)) for frame in index.frames]
-        return torch.from_numpy(poses).float(), torch.tensor(intrinsics, dtype=torch.float64), (out_height, self.resolution)
+        return self.poses(split), torch.tensor(intrinsics, dtype=torch.float64), (out_height, self.resolution)
 
     def prepare_data(self) -> None:
         # Runs once per machine: fills the cache, so every rank's setup() only reads it; only
@@ -249,10 +248,8 @@ class BlenderDataModule(pl.LightningDataModule):
             if split not in self.splits:
                 loaded = self.load(split)
                 if split == "train" and self.train_views is not None and self.train_views < len(loaded):
-                    loaded = _views_of(loaded, _evenly_spaced(self.train_views, len(loaded)))
-                self.splits[split] = SceneSplit(
-                    loaded.images.to(device), loaded.poses.to(device), loaded.intrinsics, loaded.file_paths
-                )
+                    loaded = loaded.select(_evenly_spaced(self.train_views, len(loaded)))
+                self.splits[split] = loaded.to(device)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -307,12 +304,12 @@ class BuiltinSceneDataModule(BlenderDataModule):
         super().__init__(scene_dir=None, resolution=resolution, cache_dir=cache_dir, **kwargs)
         self.scene_dir = str(builtin_scene_dir(self.cache_dir, resolution))
 
-    def check_scene(self) -> None:
+    def check_scene(self, splits: Sequence[str] = ("train", "val", "test")) -> None:
         pass  # rendered on first use, always whole
 
-    def _index(self, split: str):
+    def _index(self, split: str, images: bool = True):
         ensure_builtin_scene(self.cache_dir, self.resolution)
-        return super()._index(split)
+        return super()._index(split, images)
 
     def load(self, split: str) -> SceneSplit:
         ensure_builtin_scene(self.cache_dir, self.resolution)

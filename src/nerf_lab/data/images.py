@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from nerf_lab.errors import DataError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_RGB, PNG_RGBA = 2, 6  # IHDR colour types
+PNG_GRAY, PNG_RGB, PNG_RGBA = 0, 2, 6  # IHDR colour types
 DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -68,29 +68,74 @@ def output_height(width: int, height: int, resolution: int) -> int:
     return max(1, round(height * resolution / width))
 
 
-def decode_and_resize(paths: Sequence[Path], resolution: int) -> np.ndarray:
+def decode_and_resize(paths: Sequence[Path], resolution: int, mixed_heights: bool = False) -> np.ndarray:
     """Every image, `resolution` pixels wide, premultiplied RGBA in float16, (views, H, W, 4);
     decoded in threads (the decoders release the GIL), one image at a time, so an 800 px split
-    never holds two copies in float. `DataError` when their heights at `resolution` differ."""
+    never holds two copies in float. Images whose heights at `resolution` differ are a
+    `DataError`, unless `mixed_heights`: then H is the tallest, and a shorter image fills its
+    top rows (its rows keep their intrinsics), the rows below it transparent (their pixels
+    are marked invalid by `valid_pixels`)."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         first = decode(paths[0])
-        out_height = output_height(first.shape[1], first.shape[0], resolution)
-        output = np.empty((len(paths), out_height, resolution, 4), dtype=np.float16)
+        sizes = [(first.shape[1], first.shape[0])] + [image_size(path) for path in paths[1:]]
+        heights = [output_height(width, height, resolution) for width, height in sizes]
+        out_height = max(heights)
+        output = np.zeros((len(paths), out_height, resolution, 4), dtype=np.float16)
 
         def process(number: int) -> None:
             image = first if number == 0 else decode(paths[number])
             height, width = image.shape[:2]
             if resolution > width:
                 raise DataError(f"data.resolution={resolution} is larger than the source images ({width}×{height}, {paths[number]}): expected at most {width}")
-            if output_height(width, height, resolution) != out_height:
+            own_height = output_height(width, height, resolution)
+            if own_height != heights[0] and not mixed_heights:
                 raise DataError(
                     f"{paths[number]} is {width}×{height}, but the split's first image {paths[0]} is "
-                    f"{first.shape[1]}×{first.shape[0]}: expected one aspect ratio per split"
+                    f"{first.shape[1]}×{first.shape[0]}: expected one aspect ratio per split "
+                    "(or each frame's own intrinsics: fl_x, fl_y, cx, cy, w, h)"
                 )
-            output[number] = premultiplied_area_resize(image, out_height, resolution)
+            output[number, :own_height] = premultiplied_area_resize(image, own_height, resolution)
 
         list(pool.map(process, range(len(paths))))
     return output
+
+
+def mask_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a mask file (`frames[i].mask_path`): one channel, 8 or 16 bits, or
+    `DataError` naming the file."""
+    with open(path, "rb") as file:
+        head = file.read(26)
+    if head[:8] == PNG_SIGNATURE and len(head) >= 26 and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        if head[24] not in (8, 16) or head[25] != PNG_GRAY:
+            raise DataError(f"{path}: expected a one-channel (greyscale) 8- or 16-bit PNG mask, got bit depth {head[24]}, colour type {head[25]}")
+        return width, height
+    mask = decode_mask(path)
+    return mask.shape[1], mask.shape[0]
+
+
+def decode_mask(path: Path) -> np.ndarray:
+    """A mask file's pixels as bool (height, width): True where the pixel counts (non-zero),
+    as nerfstudio reads `mask_path`; `DataError` naming the file unless it is one channel."""
+    try:
+        mask = iio.imread(path)
+    except Exception as error:  # noqa: BLE001 (imageio raises many types for a broken file)
+        raise DataError(f"{path} could not be read as a mask image: {error}".splitlines()[0]) from None
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise DataError(f"{path}: expected a one-channel (greyscale) mask, 0 where a pixel is not trained on, got an array of shape {mask.shape}")
+    return mask != 0
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A bool mask at (height, width): an output pixel counts only when all of its area does
+    (area averaging, as the image's own pixels are resized, so no pixel that mixes in a masked
+    one is trained on or scored)."""
+    if mask.shape == (height, width):
+        return mask
+    area = torch.from_numpy(mask).float()[None, None]
+    return (F.interpolate(area, size=(height, width), mode="area")[0, 0] > 1.0 - 1e-4).numpy()
 
 
 def premultiplied_area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -229,10 +229,11 @@ class Trained:
             self.run_config.data.test_views = test_views
         return build_datamodule(self.run_config)
 
-    def check_scene(self, scene_dir: str | None, splits: tuple[str, ...] = ("test",)) -> None:
+    def check_scene(self, scene_dir: str | None, splits: tuple[str, ...] = ("test",), cameras_only: tuple[str, ...] = ()) -> None:
         """The scene eval and render read (`scene_dir`, else the training run's folder): each
-        of `splits`' JSON and PNG headers, nothing decoded; `DataError` naming eval's and
-        render's own key, `scene_dir`."""
+        of `splits`' JSON and PNG headers, nothing decoded, and the JSON of each of
+        `cameras_only` (its images need not exist); `DataError` naming eval's and render's own
+        key, `scene_dir`."""
         datamodule = self.datamodule(scene_dir)
         if self.run_config.data.get("scene_dir") is None:
             return  # the built-in scene, rendered on first use
@@ -243,8 +244,11 @@ class Trained:
                 f"scene folder {folder}{where} does not exist: "
                 "expected scene_dir=<the scene's folder on this machine>, holding transforms_test.json and its images"
             )
+        convention = self.run_config.data.get("camera_convention") or "opengl"
         for split in splits:
-            check_images(read_split_index(folder, split, self.run_config.data.get("camera_convention") or "opengl"))
+            check_images(read_split_index(folder, split, convention))
+        for split in cameras_only:
+            read_split_index(folder, split, convention, images=False)
 
 
 def load_trained(ckpt_path: str | Path, chunk: int | None = None) -> Trained:

@@ -179,7 +179,14 @@ def check_before_run(config: DictConfig) -> Prepared | None:
         # Rebuilt as the command will (today's config, the stored values as data, the tensors
         # checked, finite): a checkpoint that cannot be is refused before any folder exists.
         trained = load_trained(config.ckpt_path, config.get("chunk"))
-        trained.check_scene(config.get("scene_dir"), ("test",) if task == "eval" else ("train", "test"))
+        if task == "eval":
+            trained.check_scene(config.get("scene_dir"), ("test",))
+        else:  # render: the training images' size; the test cameras' poses only (the orbit's elevation)
+            trained.check_scene(config.get("scene_dir"), ("train",), cameras_only=() if config.get("poses") else ("test",))
+            if config.get("poses"):
+                from nerf_lab.render import read_poses
+
+                read_poses(config.poses, trained)
         if task == "eval" and config.get("resolution") is not None:
             check_eval_resolution(config, trained.run_config)
         prepared = Prepared(_plain(config), trained=trained)

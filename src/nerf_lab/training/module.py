@@ -12,14 +12,21 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MaxMetric
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from nerf_lab.errors import TrainingDiverged
 from nerf_lab.nerf.metrics import psnr_from_mse
 from nerf_lab.nerf.marching import RenderOutputs, render_in_chunks
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
-from nerf_lab.training.views import LPIPS_NETWORK, perceptual_metric, test_protocol
+from nerf_lab.training.views import (
+    LPIPS_NETWORK,
+    MaskedSSIM,
+    counted_pixels,
+    filled_outside,
+    perceptual_metric,
+    test_protocol,
+)
 from nerf_lab.training.hardware import render_chunk
 
 Batch = dict[str, torch.Tensor]
@@ -98,11 +105,11 @@ class NeRFLitModule(pl.LightningModule):
         self.initial_lr: float | None = None  # known once the optimizer is made
 
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_ssim = MaskedSSIM(data_range=1.0)
         self.val_psnr_best = MaxMetric()
         self.val_psnr_best.persistent(True)  # kept in checkpoints: a resumed run remembers its best
         self.test_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-        self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.test_ssim = MaskedSSIM(data_range=1.0)
         self.test_psnr_blank_image = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         # The test's per-view record and how it was measured (nerf_lab.training.views).
         self.test_views: list[dict[str, Any]] = []
@@ -214,9 +221,10 @@ class NeRFLitModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
+        mask = batch.get("mask")  # a view's pixels that count, where not all do
         with full_precision(self.device):
-            self.val_psnr.update(prediction, target)
-            self.val_ssim.update(prediction, target)
+            self.val_psnr.update(counted_pixels(prediction, mask), counted_pixels(target, mask))
+            self.val_ssim.update(prediction, target, mask=mask)
         return outputs  # for callbacks: the view images (training.callbacks.LogViewImages)
 
     def _log_at_global_step(self, values: dict[str, torch.Tensor]) -> None:
@@ -249,12 +257,15 @@ class NeRFLitModule(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
         lpips = self._perceptual.get("metric")
+        mask = batch.get("mask")  # a view's pixels that count, where not all do
         with full_precision(self.device):
             # A metric's forward accumulates the view and returns its own score: one computation each.
-            psnr, ssim = self.test_psnr(prediction, target), self.test_ssim(prediction, target)
+            counted = counted_pixels(target, mask)
+            psnr = self.test_psnr(counted_pixels(prediction, mask), counted)
+            ssim = self.test_ssim(prediction, target, mask=mask)
             # An image of nothing but the background: the score of a model stuck in the white minimum.
-            self.test_psnr_blank_image.update(self.renderer.background.view(1, 3, 1, 1).expand_as(target), target)
-            perceptual = lpips(prediction, target) if lpips is not None else None
+            self.test_psnr_blank_image.update(self.renderer.background.view(1, 3, 1, 1).expand_as(counted), counted)
+            perceptual = lpips(filled_outside(prediction, target, mask), target) if lpips is not None else None
         view = int(batch["view"])
         record: dict[str, Any] = {"view": view, "name": self._test_view_name(view), "psnr": float(psnr), "ssim": float(ssim)}
         if perceptual is not None:

@@ -14,15 +14,50 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from nerf_lab.files import written_atomically
 
 VIEWS_CSV = "test_views.csv"
 
 PSNR_DEFINITION = (
-    "per view, -10 log10(MSE) over the view's pixels and RGB channels, the prediction clamped to [0, 1], "
-    "in float32; the split's PSNR is the mean of the views'"
+    "per view, -10 log10(MSE) over the view's pixels (those that count, in a view with a mask) and RGB channels, "
+    "the prediction clamped to [0, 1], in float32; the split's PSNR is the mean of the views'"
 )
+
+
+def counted_pixels(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(1, 3, H, W) → (1, 3, N, 1): the N pixels where `mask` ((H, W) bool) is True, as an
+    image batch, so that torchmetrics' per-image PSNR is the PSNR of those pixels alone;
+    `image` itself when `mask` is None."""
+    return image if mask is None else image[..., mask][..., None]
+
+
+def filled_outside(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The prediction with the pixels that do not count set to the target's, for scores that
+    need a whole image (LPIPS): those pixels then differ by nothing."""
+    return prediction if mask is None else torch.where(mask, prediction, target)
+
+
+class MaskedSSIM(StructuralSimilarityIndexMeasure):
+    """torchmetrics' SSIM (Wang et al. 2004, eq. 13; a Gaussian window) of whole views, or,
+    given `mask` ((H, W) bool) for a view of a batch of one, the mean of that view's per-pixel
+    SSIM map over the pixels where `mask` is True (each pixel's window still reads its masked
+    neighbours, which a mask leaves in the image)."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if mask is None:
+            super().update(preds, target)
+            return
+        if preds.shape[0] != 1:
+            raise ValueError(f"a mask scores one view at a time, got a batch of {preds.shape[0]}")
+        _, image = structural_similarity_index_measure(
+            preds, target, gaussian_kernel=self.gaussian_kernel, sigma=self.sigma, kernel_size=self.kernel_size,
+            data_range=self.data_range, k1=self.k1, k2=self.k2, return_full_image=True,
+        )
+        self.similarity += image[..., mask].mean()
+        self.total += 1
 
 
 def ssim_protocol(ssim: Any) -> dict[str, Any]:
@@ -35,7 +70,8 @@ def ssim_protocol(ssim: Any) -> dict[str, Any]:
         "k1": float(ssim.k1),
         "k2": float(ssim.k2),
         "data_range": float(ssim.data_range),
-        "variant": "RGB channels averaged; the mean over positions whose window lies wholly inside the image",
+        "variant": "RGB channels averaged; the mean over every pixel's window, the image reflect-padded at its borders; "
+                   "in a view with a mask, over the pixels that count",
     }
 
 
