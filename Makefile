@@ -9,7 +9,7 @@ ARGS ?=
 STUDIES := ablation_encoding ablation_depth ablation_samples ablation_lr ablation_occupancy ablation_encoding_grid original_800_pe_only
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-full bench report tensorboard clean clean-cache $(STUDIES)
+.PHONY: help install train sweep test test-unit test-full bench report tensorboard clean clean-cache $(STUDIES)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-22s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ sweep: ## A sweep: depth 2 and 4 × 64 and 128 samples (ARGS adds overrides)
 
 test: ## The test suite without the slow end-to-end runs (what CI runs first)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-unit: ## The quick suite's unit tests alone: no command run, no training fit
+	$(BIN)/python -m pytest -m "not slow and not command" $(ARGS)
 
 test-full: ## The whole test suite, slow runs included
 	$(BIN)/python -m pytest $(ARGS)

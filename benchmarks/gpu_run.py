@@ -203,7 +203,7 @@ def study(part: Part, mode: dict, toy: bool) -> None:
     limits = mode["limits"]
     keep_s = mode["arms_share"] * part.budget_s  # the tests and benches leave the arms their share
     tests_txt = part.out / "1_gpu_tests.txt"
-    pytest = python_command("pytest", "-q", "-m", "gpu", str(ROOT / "tests/test_gpu.py"), "-rsP", "-p", "no:cacheprovider")
+    pytest = python_command("pytest", "-q", "-m", "gpu", str(ROOT / "tests/gpu/test_gpu.py"), "-rsP", "-p", "no:cacheprovider")
     part.run_step("tests", pytest, limit(part, "tests", limits["tests"], keep_s), output=tests_txt)
     tail = tests_txt.read_text().strip().splitlines()[-1:] if tests_txt.is_file() else []
     part.note(f"- gpu tests: {' '.join(tail).strip('= ') or 'no result'}")

@@ -3,7 +3,9 @@ the import hook below wraps each annotated function with jaxtyping + beartype.""
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,25 @@ def _default_folders_outside_the_repository(tmp_path_factory, monkeypatch):
 def _outputs() -> set[str]:
     folder = REPO_ROOT / "outputs"
     return {str(path.relative_to(folder)) for path in folder.rglob("*")} if folder.is_dir() else set()
+
+
+# What makes a test a `command` test: it runs a nerf_lab command in a process of its own, a
+# script, or a training fit in this one.
+_RUNS_A_COMMAND = re.compile(r"\brun_command\(|\brun_script\(|(?<![\w.])train\(|\.fit\(")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `command` every test that runs a whole command or a fit (its source calls
+    `run_command`, `run_script`, `train(` or `.fit(`, or it reads the shared `trained_run`):
+    `make test-unit` is then the quick suite less those."""
+    for item in items:
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            source = ""
+        if "trained_run" in getattr(item, "fixturenames", ()) or _RUNS_A_COMMAND.search(source):
+            item.add_marker(pytest.mark.command)
 
 
 def pytest_sessionstart(session):

@@ -7,7 +7,7 @@ Conventions the pages follow so that this can check them:
 * `<…>` is a placeholder (`<run>`, `<scene>`): it is replaced by a word before parsing; one of
   several words standing alone (`<the run's overrides>`) stands for a list, and is dropped.
 * A command shown failing is written after a shell prompt, `$ python -m …`, and is not checked
-  here (tests/test_bad_input.py runs the refusals).
+  here (tests/config/test_bad_input.py runs the refusals).
 * A line that continues (`\\`) is joined to the next; a `# …` after the command is a comment.
 """
 

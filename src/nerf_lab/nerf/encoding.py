@@ -11,7 +11,7 @@ from nerf_lab.nerf.parameters import is_int, require
 # Most frequency bands an encoding may have. Band k computes sin(2^k·p) in float32: p carries a
 # 24-bit mantissa, so for |p| ≈ 1 the phase 2^k·p is known to about 2^(k-23) rad, and from
 # k = 24 the band is rounding noise (its error against float64 averages 0.4 there and 0.8,
-# that of unrelated values, from k = 26; see tests/test_bad_input.py); from k = 127, 2^k·p
+# that of unrelated values, from k = 26; see tests/config/test_bad_input.py); from k = 127, 2^k·p
 # overflows to inf and sin gives NaN.
 MAX_FREQUENCY_BANDS = 24
 

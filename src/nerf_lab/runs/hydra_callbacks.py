@@ -183,10 +183,10 @@ def check_before_run(config: DictConfig) -> Prepared | None:
             trained.check_scene(config.get("scene_dir"), ("test",))
         else:  # render: the training images' size; the test cameras' poses only (the orbit's elevation)
             trained.check_scene(config.get("scene_dir"), ("train",), cameras_only=() if config.get("poses") else ("test",))
-            if config.get("poses"):
-                from nerf_lab.render import read_poses
+            if config.get("poses"):  # the cameras to render instead: their JSON, checked
+                from nerf_lab.data.blender import read_frames
 
-                read_poses(config.poses, trained)
+                read_frames(Path(config.poses), trained.run_config.data.get("camera_convention") or "opengl", images=False)
         if task == "eval" and config.get("resolution") is not None:
             check_eval_resolution(config, trained.run_config)
         prepared = Prepared(_plain(config), trained=trained)

@@ -270,11 +270,14 @@ class NeRFLitModule(pl.LightningModule):
         record: dict[str, Any] = {"view": view, "name": self._test_view_name(view), "psnr": float(psnr), "ssim": float(ssim)}
         if perceptual is not None:
             record["lpips"] = float(perceptual)
+        if mask is not None:
+            record["masked"] = True
         self.test_views.append(record)
         height, width = target.shape[-2:]
         self.test_protocol = test_protocol(
             self.renderer.background.tolist(), width, height, len(self.test_views), self.test_ssim,
             LPIPS_NETWORK if lpips is not None else self._perceptual.get("reason"),
+            masked_views=sum(bool(view.get("masked")) for view in self.test_views),
         )
         return outputs
 

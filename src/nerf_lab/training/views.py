@@ -76,15 +76,17 @@ def ssim_protocol(ssim: Any) -> dict[str, Any]:
 
 
 def test_protocol(
-    background: list[float], width: int, height: int, views: int, ssim: Any, lpips: str | None
+    background: list[float], width: int, height: int, views: int, ssim: Any, lpips: str | None, masked_views: int = 0
 ) -> dict[str, Any]:
     """The evaluation protocol of a test. `lpips`: the network used (e.g. "vgg"), or the line
-    saying why LPIPS is unavailable (starting "LPIPS unavailable")."""
+    saying why LPIPS is unavailable (starting "LPIPS unavailable"); `masked_views`: how many
+    views were scored over the pixels that count only (a mask, or a shorter image)."""
     available = lpips is not None and not lpips.startswith("LPIPS unavailable")
     return {
         "background": [float(c) for c in background],
         "resolution": [int(width), int(height)],
         "views": int(views),
+        "masked_views": int(masked_views),
         "psnr": PSNR_DEFINITION,
         "ssim": ssim_protocol(ssim),
         "lpips": {"network": lpips, "inputs": "[0, 1], normalised to [-1, 1]"} if available else {"unavailable": lpips},

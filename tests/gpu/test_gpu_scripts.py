@@ -39,14 +39,27 @@ def test_startup_is_the_bench_wall_time_less_its_timed_steps_and_view(tmp_path):
 
 
 def test_a_run_trains_for_what_is_left_after_startup_validation_test_and_margin():
+    """For every budget from 30 s to 1000 s: the plan's parts (start-up, training, its
+    validations, the test, the margin) fill the budget exactly; it trains every whole step its
+    training time holds; a longer budget never trains fewer steps; at most 7 validations; its
+    clock (max_time) leaves the test and half the margin outside; too little time: no plan."""
     measured = Measured(steps_per_s=29.10, s_per_view=1.804, startup_s=20.0, compile_s=0.0)
+    steps = 0
+    for available in range(30, 1001, 5):
+        plan = plan_run(float(available), measured, val_views=1, test_views=5, validations=6)
+        if plan is None:
+            assert steps == 0, f"{available} s: no plan after a plan of {steps} steps"
+            continue
+        parts = plan.startup_s + plan.compile_s + plan.train_s + plan.validation_s + plan.test_s + plan.margin_s
+        assert parts == pytest.approx(available, abs=0.05)
+        # every whole step of train_s (recorded to 0.01 s: ±0.15 of a step at 29.1 steps/s)
+        assert plan.train_s * 29.10 - 1.15 < plan.max_steps <= plan.train_s * 29.10 + 0.15
+        assert plan.max_steps >= steps and plan.max_steps // plan.val_check_interval <= 7
+        assert plan.max_time_s == math.floor(available - plan.startup_s - plan.test_s - plan.margin_s / 2)
+        steps = plan.max_steps
+    assert steps > 0
     plan = plan_run(165.0, measured, val_views=1, test_views=5, validations=6)
-    validation, test, margin = 7 * 1.804, 5 * 1.804, 16.5
-    train_s = 165.0 - 20.0 - validation - test - margin
-    assert plan.train_s == pytest.approx(train_s, abs=0.01)
-    assert plan.max_steps == math.floor(train_s * 29.10)
-    assert plan.val_check_interval == plan.max_steps // 6
-    assert plan.max_time_s == math.floor(165.0 - 20.0 - test - margin / 2) and plan.limit_s == 165
+    assert plan.limit_s == 165
     assert plan.overrides() == [f"trainer.max_steps={plan.max_steps}", f"trainer.val_check_interval={plan.val_check_interval}",
                                 f"trainer.max_time=00:00:02:{plan.max_time_s - 120:02d}"]
     # The paper's 4.5 minutes cap the training; the compilation is paid before it.

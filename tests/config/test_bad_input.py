@@ -1,5 +1,5 @@
 """Bad values on the command line: one line naming the key and what it accepts, exit status 2,
-no run folder. (Checkpoints: tests/test_checkpoints.py; scenes: tests/test_scene_checks.py.)"""
+no run folder. (Checkpoints: tests/runs/test_checkpoints.py; scenes: tests/data/test_scene_checks.py.)"""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
@@ -181,12 +182,23 @@ def test_800px_view_renders_in_the_memory_of_one_chunk():
     assert grown < outputs_bytes + 128 * 2**20 < one_pass_hidden_bytes
 
 
-def test_flop_count_of_a_training_step_matches_the_docstrings_example():
-    # Tiny NeRF at L = 6 with raw xyz: layers 39→128, 3 × 128→128, 128→4. Forward 2·in·out a
-    # layer: 2·(4,992 + 49,152 + 512) = 109,312; a step: three times that, less the first
-    # layer's input gradient (2·39·128 = 9,984).
+@pytest.mark.parametrize("paper", [False, True])
+def test_flop_count_of_a_training_step_is_what_torch_counts(paper):
+    """`training_flops_per_point` (the bench's matrix-product bound) against torch's own count
+    of the matrix products of a forward and backward pass (FlopCounterMode), for Tiny NeRF at
+    L = 6 and for the paper's field (skip, view-dependent branch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if paper:
+        field = NeRFField(PositionalEncoding(10), PositionalEncoding(4, include_input=False), depth=8, width=256, skips=(4,))
+    else:
+        field = NeRFField(PositionalEncoding(6, include_input=True), None, depth=4, width=128, skips=(), view_dependent=False)
+    points, directions = torch.rand(10, 3), F.normalize(torch.rand(10, 3), dim=-1)
+    with FlopCounterMode(display=False) as counter:
+        sigma, rgb = field(points, directions)
+        (sigma.sum() + rgb.sum()).backward()
+    assert counter.get_total_flops() == 10 * field.training_flops_per_point()
     tiny = NeRFField(PositionalEncoding(6, include_input=True), None, depth=4, width=128, skips=(), view_dependent=False)
-    assert tiny.training_flops_per_point() == 3 * 109_312 - 9_984 == 317_952
     # The hierarchical model sends 64 points through the coarse field and 64 + 128 through the fine.
     model = renderer(tiny, tiny, n_coarse=64, n_fine=128, near=2.0, far=6.0)
     assert model.training_flops_per_ray() == (64 + 192) * 317_952
