@@ -49,7 +49,8 @@ class SaveViews(pl.Callback):
         name = Path(trainer.datamodule.splits["test"].file_paths[view]).stem  # r_0, as the data set names it
         prediction = outputs["rgb"].float().clamp(0, 1)
         depth, opacity = outputs["depth"].float(), outputs["opacity"].float()
-        psnr = image_psnr(prediction, batch["rgb"])
+        mask = batch.get("mask")  # the pixels that count, where not all do: the title's PSNR is the scored one
+        psnr = image_psnr(prediction, batch["rgb"]) if mask is None else image_psnr(prediction[mask], batch["rgb"][mask])
         panel = comparison_strip(prediction, batch["rgb"], depth, opacity, self.near, self.far, f"prediction ({name}), {psnr:.2f} dB")
         iio.imwrite(self.folder / "views" / f"{view:03d}.png", panel)
         iio.imwrite(self.folder / "pred" / f"{name}.png", to_uint8(prediction))

@@ -128,6 +128,17 @@ def test_training_rays_are_never_drawn_on_masked_pixels(tmp_path, ray_sampling, 
     assert all(torch.equal(a["directions"], b["directions"]) for a, b in zip(batches[6:], resumed))
 
 
+def test_a_mask_that_keeps_one_pixel_fills_a_batch_with_that_pixel(tmp_path):
+    """A 64 × 64 view of which one pixel (row 40, column 9) counts: every ray of a 4096-ray
+    batch goes through it (its direction), drawn in a few rounds, not 4096 · 4096."""
+    image, mask = _red_where_masked(64, [(slice(0, 64), slice(0, 64))])
+    image[40, 9], mask[40, 9] = GREEN, 255
+    split = load_split(_scene(tmp_path / "s", [image], [mask]), "train", 64)
+    batch = next(iter(RandomRayBatches(split, 4096, "one_image", last_step=1)))
+    through = ViewDataset(split, [0])[0]["directions"][40, 9]
+    assert torch.equal(batch["directions"], through.expand(4096, 3))
+
+
 def test_a_scene_masked_out_everywhere_is_refused(tmp_path):
     image, mask = _red_where_masked(8, [(slice(0, 8), slice(0, 8))])
     split = load_split(_scene(tmp_path / "s", [image], [mask]), "train", 8)

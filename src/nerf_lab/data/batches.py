@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -58,11 +59,17 @@ class RandomRayBatches(IterableDataset):
         self.rank = rank
         self.first_step = first_step
         self.last_step = last_step
-        # Views with a pixel that counts, in the whole image and in the centre crop.
-        self.drawable = None if split.masks is None else {
-            cropped: torch.nonzero(self._window(split.masks, cropped).flatten(1).any(1)).flatten()
-            for cropped in (False, True)
-        }
+        # Views with a pixel that counts, in the whole image and in the centre crop, and the
+        # share of each view's window that counts (how many candidates a batch needs).
+        self.drawable, self.counted_share = None, None
+        if split.masks is not None:
+            shares = {}
+            for cropped in (False, True):
+                window = self._window(split.masks, cropped)
+                (top, bottom), (left, right) = self._crop_ranges(*split.masks.shape[1:]) if cropped else ((0, window.shape[1]), (0, window.shape[2]))
+                shares[cropped] = window.flatten(1).sum(1).double().cpu() / ((bottom - top) * (right - left))
+            self.counted_share = shares
+            self.drawable = {cropped: torch.nonzero(share > 0).flatten().to(split.masks.device) for cropped, share in shares.items()}
         if self.drawable is not None and len(self.drawable[False]) == 0:
             raise DataError("every pixel of the training views is masked out (frames[i].mask_path): nothing to train on")
 
@@ -118,23 +125,30 @@ class RandomRayBatches(IterableDataset):
         rays = camera_rays(self.split.poses[views], rows, cols, self.intrinsics[views])
         return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
 
-    def _draw_counted(self, n: int, draw, row_range, col_range, cropped: bool) -> tuple[torch.Tensor, ...]:
+    def _draw_counted(
+        self, n: int, draw: Callable[[int, int, int], torch.Tensor], row_range: tuple[int, int], col_range: tuple[int, int], cropped: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`n` (view, row, column) among the pixels that count (`split.masks`), by rejection:
         candidates drawn uniformly in the window, those on masked pixels dropped, until `n`."""
-        drawable = self.drawable[cropped] if len(self.drawable[cropped]) else self.drawable[False]
         if not len(self.drawable[cropped]):  # the crop holds no pixel that counts: the whole images
+            cropped = False
             row_range, col_range = (0, self.split.images.shape[1]), (0, self.split.images.shape[2])
+        drawable, shares = self.drawable[cropped], self.counted_share[cropped]
         one_view = drawable[draw(0, len(drawable), 1)] if self.ray_sampling == "one_image" else None
+        # The share of candidates that land on a pixel that counts: a round draws enough for the
+        # batch at that rate (at least twice what is missing), so a sparse mask takes few rounds.
+        share = float(shares[int(one_view)] if one_view is not None else shares[drawable.cpu()].mean())
         kept: list[torch.Tensor] = []
         found = 0
         while found < n:
-            size = 2 * (n - found) + 64
+            size = min(2 * math.ceil((n - found) / share) + 64, 1 << 24)
             views = one_view.expand(size) if one_view is not None else drawable[draw(0, len(drawable), size)]
             rows, cols = draw(*row_range, size), draw(*col_range, size)
             counts = self.split.masks[views, rows, cols]
             kept.append(torch.stack([views, rows, cols])[:, counts])
             found += int(counts.sum())
-        return tuple(torch.cat(kept, dim=1)[:, :n])
+        views, rows, cols = torch.cat(kept, dim=1)[:, :n]
+        return views, rows, cols
 
 
 class ViewDataset(Dataset):
