@@ -94,6 +94,15 @@ def _train(
     # the run from, with today's config (nerf_lab.config.stored); the config is data.
     module.hparams[CHOICES_KEY] = run_choices(cfg)
     module.hparams[SCENE_KEY] = datamodule.scene_identity()  # what a resume checks its scene against
+    data = run.config["data"]
+    if data.get("normalize") and data.get("scene_transform") is not None:
+        # Hydra wrote .hydra/config.yaml before the scene was read: it holds the configured values.
+        log.info(
+            "data.normalize: centre %s, scale %.4g; near %.4g, far %.4g, scene_box %s, derived from the training cameras and "
+            "recorded in the checkpoints' config (.hydra/config.yaml keeps the configured values)",
+            [round(x, 4) + 0.0 for x in data["scene_transform"]["centre"]], data["scene_transform"]["scale"], data["near"], data["far"],
+            data["scene_box"],
+        )
     if cfg.compile:
         module.renderer.compile_fields()
     clock = TrainingClock()

@@ -56,3 +56,5 @@ def test_a_variant_trains_as_the_unmodified_scene(small_lego, tmp_path, cache_di
         assert transform["scale"] == pytest.approx(0.5 if name == "scaled" else 1.0, rel=0.01)
         assert transform["centre"] == pytest.approx([2.5, 0, 0] if name == "off_centre" else [0, 0, 0], abs=0.05)
         assert config["near"] == pytest.approx(2.03, abs=0.02) and config["far"] == pytest.approx(6.04, abs=0.02)
+        # .hydra/config.yaml was written before the scene was read; the run's log says what it derived.
+        assert f"near {config['near']:.4g}, far {config['far']:.4g}" in (run / "train.log").read_text()
