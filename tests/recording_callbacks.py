@@ -24,12 +24,21 @@ class RecordRays(pl.Callback):
 
 class SignalAt(pl.Callback):
     """Sends this process `signal` (a name: SIGTERM, SIGINT, SIGKILL) once step `step` is done,
-    as a scheduler or a user would from outside; with `job`, only in that sweep job."""
+    as a scheduler or a user would from outside; with `job`, only in that sweep job; with
+    `during_validation`, as the first view of step `step`'s validation starts rendering instead."""
 
-    def __init__(self, step: int, signal: str = "SIGTERM", job: int | None = None) -> None:
-        self.step, self.signal, self.job = step, signal, job
+    def __init__(self, step: int, signal: str = "SIGTERM", job: int | None = None, during_validation: bool = False) -> None:
+        self.step, self.signal, self.job, self.during_validation = step, signal, job, during_validation
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if not self.during_validation:
+            self._send(trainer)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int, *args) -> None:
+        if self.during_validation and batch_idx == 0 and not trainer.sanity_checking:
+            self._send(trainer)
+
+    def _send(self, trainer: pl.Trainer) -> None:
         import os
         import signal
 

@@ -4,6 +4,7 @@ files left behind)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -114,6 +115,33 @@ def test_sigterm_at_step_30_saves_step_30_exits_143_and_resumes_to_the_uninterru
     whole = run_command("nerf_lab.train", *steps, "hydra.run.dir=whole", cwd=tmp_path, cache=cache_dir)
     assert whole.returncode == 0, whole.stderr[-3000:]
     _assert_same_weights(tmp_path / "whole/checkpoints/last.ckpt", last)
+
+
+def test_a_stop_during_a_validation_resumes_to_the_uninterrupted_run(tmp_path, cache_dir, tests_on_path):
+    """SIGTERM after the first of two validation views at step 30: `last.ckpt` at step 30;
+    the resumed run ends with the uninterrupted run's weights, its validations (curve.csv: the
+    interrupted one done again, once) and its best validation."""
+    steps = [*QUICK, "trainer.max_steps=34", "trainer.val_check_interval=15", "data.val_views=2", "test=false"]
+    stopped = run_command(
+        "nerf_lab.train", *steps, "+callbacks.stop._target_=recording_callbacks.SignalAt", "+callbacks.stop.step=30",
+        "+callbacks.stop.during_validation=true", "hydra.run.dir=stopped", cwd=tmp_path, cache=cache_dir,
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    run = tmp_path / "stopped"
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 30
+    resumed = run_command("nerf_lab.train", *steps, f"ckpt_path={last}", f"hydra.run.dir={run}", cwd=tmp_path, cache=cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = run_command("nerf_lab.train", *steps, "hydra.run.dir=whole", cwd=tmp_path, cache=cache_dir)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    _assert_same_weights(tmp_path / "whole/checkpoints/last.ckpt", last)
+
+    def validations(folder):
+        return [(row["step"], row["val_psnr"]) for row in csv.DictReader((folder / "curve.csv").open())]
+
+    assert validations(run) == validations(tmp_path / "whole")
+    kept, expected = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "whole"))
+    assert kept["val/psnr_best"] == expected["val/psnr_best"]
 
 
 @pytest.mark.slow  # three runs of 130 steps

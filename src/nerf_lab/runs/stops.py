@@ -13,6 +13,10 @@ Who owns which signal:
   way, at the end of the step. A second Ctrl+C raises KeyboardInterrupt at once.
 * Outside the Trainer's loops (loading the scene, between fit and test), our handler raises
   `RunInterrupted` at once: there is no step to finish.
+* A stop during a validation of training waits for its last view (Lightning's evaluation loop
+  would raise after the view under way, and a run resumed from there skips the rest of that
+  validation): `CheckpointOnStop` holds the flag back until the validation ends, so the stop
+  comes after the whole step, as at any other step.
 * `CheckpointOnStop` (Lightning's `OnExceptionCheckpoint`, for stops only) writes `last.ckpt`
   when the loops raise `SIGTERMException`; `nerf_lab.train` turns the stop into `RunInterrupted`,
   which `nerf_lab.cli.run_task` records.
@@ -67,6 +71,16 @@ class CheckpointOnStop(pl.Callback):
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
+        self._held = False  # a stop that came during a validation, held back until it ends
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: object, **kwargs: object) -> None:
+        connector = trainer._signal_connector  # the flag Lightning's loops read (see the module's docstring)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and connector.received_sigterm:
+            connector.received_sigterm, self._held = False, True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._held:
+            trainer._signal_connector.received_sigterm, self._held = True, False
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
