@@ -60,7 +60,6 @@ def render_cameras(cfg: DictConfig, trained: Any, device: torch.device, bf16: bo
     index = read_poses(cfg.poses, trained)
     data = trained.run_config.data
     datamodule = trained.datamodule(cfg.scene_dir)
-    _, _, (train_height, train_width) = datamodule.cameras("train")
     transform = SceneTransform.from_config(data.get("scene_transform"))
     poses = index.poses() if transform is None else transform.apply(index.poses())
     width = cfg.resolution if cfg.resolution is not None else data.resolution
@@ -72,7 +71,8 @@ def render_cameras(cfg: DictConfig, trained: Any, device: torch.device, bf16: bo
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for number, (frame, pose) in enumerate(zip(index.frames, poses)):
             show_progress("render", number, len(index.frames))
-            source = _frame_size(frame) or (train_width, train_height)
+            # A frame with neither its image nor w, h: the size of the training images as stored.
+            source = _frame_size(frame) or datamodule.source_size("train")
             height = output_height(*source, width)
             intrinsics = torch.tensor(frame.intrinsics.scaled(width, height, *source), dtype=torch.float64)
             pose = torch.from_numpy(pose).float().to(device)

@@ -21,7 +21,8 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from user_commands import one_line_error, run_command
 
 from nerf_lab.data.batches import RandomRayBatches, ViewDataset
-from nerf_lab.data.blender import load_split
+from nerf_lab.data.blender import load_split, read_split_index
+from nerf_lab.data.images import resize_mask
 from nerf_lab.data.datamodule import BlenderDataModule
 from nerf_lab.errors import DataError
 from nerf_lab.training.views import MaskedSSIM, counted_pixels, filled_outside
@@ -78,7 +79,7 @@ def test_a_pixel_counts_when_all_of_its_area_does(tmp_path):
     ("mask", "message"),
     [
         (np.full((8, 6), 255, np.uint8), r"masks/0.png is 6×8, but its image .*img/0.png is 8×8: expected a mask of its image's size"),
-        (np.full((8, 8, 3), 255, np.uint8), r"masks/0.png: expected a one-channel \(greyscale\) 8- or 16-bit PNG mask"),
+        (np.full((8, 8, 3), 255, np.uint8), r"masks/0.png: expected a one-channel \(greyscale\) PNG mask, got colour type 2"),
     ],
 )
 def test_a_mask_of_another_size_or_colour_is_refused_naming_it(tmp_path, mask, message):
@@ -86,6 +87,17 @@ def test_a_mask_of_another_size_or_colour_is_refused_naming_it(tmp_path, mask, m
     scene = _scene(tmp_path / "s", [image], [mask])
     with pytest.raises(DataError, match=message):
         load_split(scene, "train", 8)
+
+
+def test_a_one_bit_mask_reads_as_its_pixels(tmp_path):
+    """Binary masks are often saved 1 bit a pixel (PIL's mode "1")."""
+    from PIL import Image
+
+    image, mask = _red_where_masked(8, [(slice(2, 4), slice(0, 8))])
+    scene = _scene(tmp_path / "s", [image], [mask])
+    Image.fromarray(mask > 0).save(scene / "masks" / "0.png")
+    split = load_split(scene, "train", 8)
+    assert torch.equal(split.masks[0], torch.from_numpy(mask > 0))
 
 
 def test_a_missing_mask_names_the_frame_key(tmp_path):
@@ -128,15 +140,57 @@ def test_training_rays_are_never_drawn_on_masked_pixels(tmp_path, ray_sampling, 
     assert all(torch.equal(a["directions"], b["directions"]) for a, b in zip(batches[6:], resumed))
 
 
-def test_a_mask_that_keeps_one_pixel_fills_a_batch_with_that_pixel(tmp_path):
+@pytest.mark.parametrize("ray_sampling", ["all_images", "one_image"])
+def test_a_mask_that_keeps_one_pixel_fills_a_batch_with_that_pixel(tmp_path, ray_sampling):
     """A 64 × 64 view of which one pixel (row 40, column 9) counts: every ray of a 4096-ray
-    batch goes through it (its direction), drawn in a few rounds, not 4096 · 4096."""
+    batch goes through it (its direction), drawn from the pixel's index, not by rejection."""
     image, mask = _red_where_masked(64, [(slice(0, 64), slice(0, 64))])
     image[40, 9], mask[40, 9] = GREEN, 255
     split = load_split(_scene(tmp_path / "s", [image], [mask]), "train", 64)
-    batch = next(iter(RandomRayBatches(split, 4096, "one_image", last_step=1)))
+    batch = next(iter(RandomRayBatches(split, 4096, ray_sampling, last_step=1)))
     through = ViewDataset(split, [0])[0]["directions"][40, 9]
     assert torch.equal(batch["directions"], through.expand(4096, 3))
+
+
+def test_while_cropping_each_view_gives_its_own_centre(tmp_path):
+    """A 16 × 16 view and a 16 × 8 one (own intrinsics), cropped to their central half:
+    rows 4–11 of the first and rows 2–5 of the second; columns 4–11 of both. Each pixel holds
+    its own coordinates, so the colours drawn say where they came from."""
+    own = [{"fl_x": 20.0, "cx": 8.0, "cy": 8.0, "w": 16, "h": 16}, {"fl_x": 20.0, "cx": 8.0, "cy": 4.0, "w": 16, "h": 8}]
+    images = []
+    for height in (16, 8):
+        rows, cols = np.meshgrid(np.arange(height), np.arange(16), indexing="ij")
+        images.append(np.stack([rows * 10, cols * 10, np.full_like(rows, 255 if height == 16 else 0), np.full_like(rows, 255)], -1).astype(np.uint8))
+    split = load_split(_scene(tmp_path / "s", images, [None, None], top={}, own=own), "train", 16)
+    batch = next(iter(RandomRayBatches(split, 2048, precrop_steps=1, precrop_frac=0.5, last_step=1)))
+    rgb = (batch["rgb"] * 255).round().long()
+    tall = rgb[:, 2] == 255
+    assert tall.any() and (~tall).any()
+    assert set(rgb[tall, 0].div(10).tolist()) == set(range(4, 12)) and set(rgb[~tall, 0].div(10).tolist()) == set(range(2, 6))
+    assert set(rgb[:, 1].div(10).tolist()) == set(range(4, 12))
+
+
+def test_a_val_or_test_view_masked_out_everywhere_is_refused_naming_its_mask(tmp_path):
+    image, mask = _red_where_masked(8, [(slice(0, 8), slice(0, 8))])
+    scene = _scene(tmp_path / "s", [image], [mask])
+    with pytest.raises(DataError, match=r"masks/0.png leaves no pixel of .*img/0.png that counts at 8 px wide"):
+        load_split(scene, "test", 8)
+
+
+def test_cameras_alone_need_neither_images_nor_masks(tmp_path):
+    image, mask = _red_where_masked(8, [(slice(0, 2), slice(0, 2))])
+    scene = _scene(tmp_path / "s", [image], [mask])
+    (scene / "masks" / "0.png").unlink()
+    (scene / "img" / "0.png").unlink()
+    index = read_split_index(scene, "test", images=False)
+    assert len(index.frames) == 1 and index.frames[0].mask is None
+
+
+def test_a_pixel_over_ten_thousand_source_pixels_with_one_masked_does_not_count():
+    mask = np.ones((1200, 1200), bool)
+    mask[600, 600] = False
+    small = resize_mask(mask, 10, 10)
+    assert not small[5, 5] and small.sum() == 99
 
 
 def test_a_scene_masked_out_everywhere_is_refused(tmp_path):

@@ -14,6 +14,9 @@ from nerf_lab.errors import DataError
 from nerf_lab.nerf.rays import camera_rays, image_rays
 
 RAY_SAMPLING = ("all_images", "one_image")
+# With masks, the share of a window's pixels that count below which rays are drawn from their
+# indices rather than by rejection (at most 1 / DENSE candidates a ray).
+DENSE = 0.05
 Batch = dict[str, torch.Tensor]
 
 
@@ -30,10 +33,10 @@ class RandomRayBatches(IterableDataset):
     each image only: the authors' guard against the white local minimum, where a model
     that sees mostly white background learns to predict nothing.
 
-    Where the split has `masks`, rays are drawn among the pixels that count only: candidates
-    are drawn as above and those on masked pixels dropped, until the batch is full. A view
-    whose window (the whole image, or its centre while cropping) holds no pixel that counts
-    is never drawn; `DataError` when no view has one.
+    Where the split has `masks`, rays are drawn uniformly among the pixels that count in the
+    window (each image, or its own centre while cropping; where no centre holds one, the whole
+    images): by rejection, or from their indices where they are few (`DENSE`). A view whose
+    window holds none is never drawn; `DataError` when no training pixel counts.
     """
 
     def __init__(
@@ -59,33 +62,31 @@ class RandomRayBatches(IterableDataset):
         self.rank = rank
         self.first_step = first_step
         self.last_step = last_step
-        # Views with a pixel that counts, in the whole image and in the centre crop, and the
-        # share of each view's window that counts (how many candidates a batch needs).
-        self.drawable, self.counted_share = None, None
+        # With masks: the pixels each view may give, whole and while cropping (its own centre),
+        # how many a view has, and (for sparse masks) their indices, made when first needed.
+        self.windows: dict[bool, torch.Tensor] | None = None
         if split.masks is not None:
-            shares = {}
-            for cropped in (False, True):
-                window = self._window(split.masks, cropped)
-                (top, bottom), (left, right) = self._crop_ranges(*split.masks.shape[1:]) if cropped else ((0, window.shape[1]), (0, window.shape[2]))
-                shares[cropped] = window.flatten(1).sum(1).double().cpu() / ((bottom - top) * (right - left))
-            self.counted_share = shares
-            self.drawable = {cropped: torch.nonzero(share > 0).flatten().to(split.masks.device) for cropped, share in shares.items()}
-        if self.drawable is not None and len(self.drawable[False]) == 0:
-            raise DataError("every pixel of the training views is masked out (frames[i].mask_path): nothing to train on")
-
-    def _window(self, masks: torch.Tensor, cropped: bool) -> torch.Tensor:
-        """`masks` outside the drawing window (the centre crop when `cropped`) set False."""
-        if not cropped:
-            return masks
-        (top, bottom), (left, right) = self._crop_ranges(*masks.shape[1:])
-        window = torch.zeros_like(masks)
-        window[:, top:bottom, left:right] = masks[:, top:bottom, left:right]
-        return window
+            if not bool(split.masks.any()):
+                raise DataError("every pixel of the training views is masked out (frames[i].mask_path): nothing to train on")
+            crops = self._centre_crops(split.masks)
+            self.windows = {False: split.masks, True: crops if bool(crops.any()) else split.masks}
+            self.counts = {cropped: window.flatten(1).sum(1).cpu() for cropped, window in self.windows.items()}
+            self._indices: dict[bool, torch.Tensor] = {}
 
     def _crop_ranges(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The rows and columns of the central `precrop_frac` of an image `height` × `width`."""
         half_h = max(1, round(0.5 * self.precrop_frac * height))
         half_w = max(1, round(0.5 * self.precrop_frac * width))
-        return (height // 2 - half_h, height // 2 + half_h), (width // 2 - half_w, width // 2 + half_w)
+        return (max(0, height // 2 - half_h), min(height, height // 2 + half_h)), (max(0, width // 2 - half_w), min(width, width // 2 + half_w))
+
+    def _centre_crops(self, masks: torch.Tensor) -> torch.Tensor:
+        """`masks` with every pixel outside its view's central `precrop_frac` set False (each
+        view's centre at its own height)."""
+        crops = torch.zeros_like(masks)
+        for view in range(masks.shape[0]):
+            (top, bottom), (left, right) = self._crop_ranges(self.split.view_height(view), masks.shape[2])
+            crops[view, top:bottom, left:right] = masks[view, top:bottom, left:right]
+        return crops
 
     def __len__(self) -> int:
         """The batches of the whole run, counted from step 0, although a resumed stream yields
@@ -117,36 +118,48 @@ class RandomRayBatches(IterableDataset):
             return torch.randint(low, high, (size,), generator=generator, device=device)
 
         n = self.batch_rays
-        if self.drawable is None:
+        if self.windows is None:
             views = draw(0, n_views, 1).expand(n) if self.ray_sampling == "one_image" else draw(0, n_views, n)
             rows, cols = draw(*row_range, n), draw(*col_range, n)
         else:
-            views, rows, cols = self._draw_counted(n, draw, row_range, col_range, cropped)
+            views, rows, cols = self._draw_counted(n, draw, cropped)
         rays = camera_rays(self.split.poses[views], rows, cols, self.intrinsics[views])
         return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
 
     def _draw_counted(
-        self, n: int, draw: Callable[[int, int, int], torch.Tensor], row_range: tuple[int, int], col_range: tuple[int, int], cropped: bool
+        self, n: int, draw: Callable[[int, int, int], torch.Tensor], cropped: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`n` (view, row, column) among the pixels that count (`split.masks`), by rejection:
-        candidates drawn uniformly in the window, those on masked pixels dropped, until `n`."""
-        if not len(self.drawable[cropped]):  # the crop holds no pixel that counts: the whole images
-            cropped = False
-            row_range, col_range = (0, self.split.images.shape[1]), (0, self.split.images.shape[2])
-        drawable, shares = self.drawable[cropped], self.counted_share[cropped]
-        one_view = drawable[draw(0, len(drawable), 1)] if self.ray_sampling == "one_image" else None
-        # The share of candidates that land on a pixel that counts: a round draws enough for the
-        # batch at that rate (at least twice what is missing), so a sparse mask takes few rounds.
-        share = float(shares[int(one_view)] if one_view is not None else shares[drawable.cpu()].mean())
+        """`n` (view, row, column) uniformly among the pixels that count in the drawing window
+        (`windows[cropped]`): by rejection (candidates drawn over the whole images, those
+        outside the window dropped, until `n`) where the window is at least `DENSE` of the
+        images; else from the window's pixel indices."""
+        window, counts = self.windows[cropped], self.counts[cropped]
+        _, height, width = window.shape
+        if self.ray_sampling == "one_image":
+            drawable = torch.nonzero(counts).flatten()
+            view = int(drawable[int(draw(0, len(drawable), 1))])
+            if counts[view] < DENSE * height * width:  # few pixels: drawn from their indices
+                pixels = torch.nonzero(window[view].flatten()).flatten()
+                chosen = pixels[draw(0, len(pixels), n)]
+                return torch.full_like(chosen, view), chosen // width, chosen % width
+            views, share = torch.full((1,), view, device=window.device), float(counts[view]) / (height * width)
+        else:
+            share = float(counts.sum()) / counts.numel() / (height * width)
+            if share < DENSE:
+                if cropped not in self._indices:
+                    self._indices[cropped] = torch.nonzero(window.flatten()).flatten()
+                chosen = self._indices[cropped][draw(0, len(self._indices[cropped]), n)]
+                return chosen // (height * width), chosen // width % height, chosen % width
+            views = None
         kept: list[torch.Tensor] = []
         found = 0
         while found < n:
-            size = min(2 * math.ceil((n - found) / share) + 64, 1 << 24)
-            views = one_view.expand(size) if one_view is not None else drawable[draw(0, len(drawable), size)]
-            rows, cols = draw(*row_range, size), draw(*col_range, size)
-            counts = self.split.masks[views, rows, cols]
-            kept.append(torch.stack([views, rows, cols])[:, counts])
-            found += int(counts.sum())
+            size = 2 * math.ceil((n - found) / share) + 64
+            candidates = views.expand(size) if views is not None else draw(0, window.shape[0], size)
+            rows, cols = draw(0, height, size), draw(0, width, size)
+            inside = window[candidates, rows, cols]
+            kept.append(torch.stack([candidates, rows, cols])[:, inside])
+            found += int(inside.sum())
         views, rows, cols = torch.cat(kept, dim=1)[:, :n]
         return views, rows, cols
 

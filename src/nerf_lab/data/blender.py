@@ -173,7 +173,8 @@ def read_frames(json_path: Path, camera_convention: str = "opengl", images: bool
             raise DataError(f"{path} is missing (named by {where}.file_path){without}")
         if camera_convention == "opencv":
             matrix = [[row[0], -row[1], -row[2], row[3]] for row in matrix[:3]] + [matrix[3]]
-        checked.append(Frame(path, matrix, read_intrinsics(where, meta, frame), _mask_path(scene_dir, where, frame)))
+        mask = _mask_path(scene_dir, where, frame) if images else None  # cameras alone need no mask
+        checked.append(Frame(path, matrix, read_intrinsics(where, meta, frame), mask))
     _say_if_dynamic_masks_lie_beside(json_path, checked)
     return SplitIndex(json_path, None if angle is None else float(angle), tuple(checked))
 
@@ -311,6 +312,12 @@ def valid_pixels(index: SplitIndex, heights: tuple[int, ...], resolution: int) -
     masks = np.zeros((len(index.frames), max(heights), resolution), dtype=bool)
     for number, (frame, height) in enumerate(zip(index.frames, heights)):
         masks[number, :height] = True if frame.mask is None else resize_mask(decode_mask(frame.mask), height, resolution)
+        split = index.json_path.stem.removeprefix("transforms_")
+        if split != "train" and not masks[number].any():  # a view to score needs a pixel to score
+            raise DataError(
+                f"{frame.mask} leaves no pixel of {frame.path} that counts at {resolution} px wide (a pixel counts when "
+                "all of its area does): expected a mask that keeps some of a val or test view"
+            )
     return torch.from_numpy(masks)
 
 

@@ -161,7 +161,7 @@ class BlenderDataModule(pl.LightningDataModule):
         folder (absolute), the training views' count and a SHA-256 digest (16 hex digits) of
         their cameras as the JSON states them (poses after the convention's conversion, and
         each frame's intrinsics), so a scene moved to another folder is the same scene and
-        another capture is not. Reads the JSON only."""
+        another capture is not; with masks (`mask_path`), their files' contents too.""" 
         import dataclasses
         import hashlib
 
@@ -169,6 +169,8 @@ class BlenderDataModule(pl.LightningDataModule):
         digest = hashlib.sha256(np.ascontiguousarray(index.poses(), dtype=np.float64).tobytes())
         for frame in index.frames:
             digest.update(repr(dataclasses.astuple(frame.intrinsics)).encode())
+            if frame.mask is not None:  # masks change what is trained on (a scene without them: as before)
+                digest.update(hashlib.sha256(frame.mask.read_bytes()).digest())
         return {"scene_dir": str(Path(self.scene_dir).resolve()), "train_views": len(index.frames), "cameras": digest.hexdigest()[:16]}
 
     def _index(self, split: str, images: bool = True):
@@ -229,10 +231,16 @@ class BlenderDataModule(pl.LightningDataModule):
         (views, 4); and the (height, width) of its images at `resolution`: from the JSON and
         the image headers alone."""
         index = self._index(split)
-        width, height = image_size(index.frames[0].path)
-        out_height = output_height(width, height, self.resolution)
-        intrinsics = [frame.intrinsics.scaled(self.resolution, out_height, *image_size(frame.path)) for frame in index.frames]
+        sizes = [image_size(frame.path) for frame in index.frames]
+        intrinsics = [
+            frame.intrinsics.scaled(self.resolution, output_height(*size, self.resolution), *size) for frame, size in zip(index.frames, sizes)
+        ]
+        out_height = output_height(*sizes[0], self.resolution)
         return self.poses(split), torch.tensor(intrinsics, dtype=torch.float64), (out_height, self.resolution)
+
+    def source_size(self, split: str) -> tuple[int, int]:
+        """(width, height) of the first image of `split` as stored (not resized)."""
+        return image_size(self._index(split).frames[0].path)
 
     def prepare_data(self) -> None:
         # Runs once per machine: fills the cache, so every rank's setup() only reads it; only

@@ -107,8 +107,11 @@ def mask_size(path: Path) -> tuple[int, int]:
         head = file.read(26)
     if head[:8] == PNG_SIGNATURE and len(head) >= 26 and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
-        if head[24] not in (8, 16) or head[25] != PNG_GRAY:
-            raise DataError(f"{path}: expected a one-channel (greyscale) 8- or 16-bit PNG mask, got bit depth {head[24]}, colour type {head[25]}")
+        if head[25] != PNG_GRAY:
+            raise DataError(
+                f"{path}: expected a one-channel (greyscale) PNG mask, got colour type {head[25]} "
+                "(a palette or colour image: save it as greyscale, 0 where a pixel is not trained on)"
+            )
         return width, height
     mask = decode_mask(path)
     return mask.shape[1], mask.shape[0]
@@ -134,8 +137,10 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     one is trained on or scored)."""
     if mask.shape == (height, width):
         return mask
-    area = torch.from_numpy(mask).float()[None, None]
-    return (F.interpolate(area, size=(height, width), mode="area")[0, 0] > 1.0 - 1e-4).numpy()
+    # The windows of area resizing (adaptive average pooling): a pixel counts when no masked
+    # source pixel lies in its window.
+    masked = torch.from_numpy(~mask).float()[None, None]
+    return (F.adaptive_max_pool2d(masked, (height, width))[0, 0] == 0).numpy()
 
 
 def premultiplied_area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -182,7 +182,8 @@ def check_before_run(config: DictConfig) -> Prepared | None:
         if task == "eval":
             trained.check_scene(config.get("scene_dir"), ("test",))
         else:  # render: the training images' size; the test cameras' poses only (the orbit's elevation)
-            trained.check_scene(config.get("scene_dir"), ("train",), cameras_only=() if config.get("poses") else ("test",))
+            orbit_elevation = not config.get("poses") and config.get("elevation_deg") is None  # the test cameras' mean
+            trained.check_scene(config.get("scene_dir"), ("train",), cameras_only=("test",) if orbit_elevation else ())
             if config.get("poses"):  # the cameras to render instead: their JSON, checked
                 from nerf_lab.data.blender import read_frames
 

@@ -80,7 +80,8 @@ def test_protocol(
 ) -> dict[str, Any]:
     """The evaluation protocol of a test. `lpips`: the network used (e.g. "vgg"), or the line
     saying why LPIPS is unavailable (starting "LPIPS unavailable"); `masked_views`: how many
-    views were scored over the pixels that count only (a mask, or a shorter image)."""
+    views were scored over the pixels their mask keeps (`mask_path`). The resolution is the
+    last view's (a split of several heights scores each view at its own)."""
     available = lpips is not None and not lpips.startswith("LPIPS unavailable")
     return {
         "background": [float(c) for c in background],
