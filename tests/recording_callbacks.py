@@ -17,7 +17,7 @@ class RecordRays(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         if batch_idx == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
-            torch.save(batch["directions"].cpu(), self.folder / f"rays_rank{trainer.global_rank}.pt")
+            torch.save(batch.directions.cpu(), self.folder / f"rays_rank{trainer.global_rank}.pt")
             record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "threads": torch.get_num_threads()}
             (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 

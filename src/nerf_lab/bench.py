@@ -91,7 +91,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         "field_evals_per_ray": round(evals_per_ray, 2),
         "occupied_fraction": None if occupied is None else round(occupied, 4),
         "render_s_per_view": round(render_seconds, 4),
-        "render_resolution": list(views[0]["rgb"].shape[:2]),
+        "render_resolution": list(views[0].rgb.shape[:2]),
         "render_chunk": module.chunk,
         "compile": bool(cfg.compile),
         "peak_mem_mb": round(peak_memory_mb(device), 1),

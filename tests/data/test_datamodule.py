@@ -20,15 +20,15 @@ def _batches(split, steps=3, **kwargs):
 
 def test_batches_hold_rays_and_their_pixels(train_split):
     batch = _batches(train_split, 1)[0]
-    assert batch["origins"].shape == batch["directions"].shape == batch["rgb"].shape == (64, 3)
+    assert batch.origins.shape == batch.directions.shape == batch.rgb.shape == (64, 3)
     # Each colour is the pixel its ray goes through: find it again from the ray direction.
     split = train_split
     for i in range(5):
-        view = int(torch.argmin((split.poses[:, :3, 3] - batch["origins"][i]).norm(dim=-1)))
-        camera_dir = split.poses[view, :3, :3].T @ batch["directions"][i]
+        view = int(torch.argmin((split.poses[:, :3, 3] - batch.origins[i]).norm(dim=-1)))
+        camera_dir = split.poses[view, :3, :3].T @ batch.directions[i]
         col = camera_dir[0] * split.focal + 0.5 * split.width - 0.5
         row = -camera_dir[1] * split.focal + 0.5 * split.height - 0.5
-        torch.testing.assert_close(batch["rgb"][i], split.images[view, round(row.item()), round(col.item())])
+        torch.testing.assert_close(batch.rgb[i], split.images[view, round(row.item()), round(col.item())])
 
 
 def test_draws_depend_only_on_seed_rank_and_step(train_split):
@@ -37,17 +37,17 @@ def test_draws_depend_only_on_seed_rank_and_step(train_split):
     resumed = list(RandomRayBatches(train_split, 64, seed=1, first_step=2, last_step=4))
     other_rank = _batches(train_split, 4, seed=1, rank=1)
     for a, b in zip(first, again):
-        torch.testing.assert_close(a["rgb"], b["rgb"])
-    torch.testing.assert_close(first[2]["directions"], resumed[0]["directions"])
-    assert not torch.allclose(first[0]["directions"], other_rank[0]["directions"])
-    assert not torch.allclose(first[0]["directions"], first[1]["directions"])
+        torch.testing.assert_close(a.rgb, b.rgb)
+    torch.testing.assert_close(first[2].directions, resumed[0].directions)
+    assert not torch.allclose(first[0].directions, other_rank[0].directions)
+    assert not torch.allclose(first[0].directions, first[1].directions)
 
 
 def test_one_image_mode_draws_a_batch_from_one_view(train_split):
     for batch in _batches(train_split, 3, ray_sampling="one_image"):
-        assert (batch["origins"] == batch["origins"][0]).all()
+        assert (batch.origins == batch.origins[0]).all()
     mixed = _batches(train_split, 1)[0]
-    assert len(torch.unique(mixed["origins"], dim=0)) > 10
+    assert len(torch.unique(mixed.origins, dim=0)) > 10
 
 
 def test_precrop_draws_from_the_centre_then_everywhere(train_split):
@@ -55,8 +55,8 @@ def test_precrop_draws_from_the_centre_then_everywhere(train_split):
     split = train_split
 
     for step, batch in enumerate(batches):
-        views = torch.cdist(batch["origins"], split.poses[:, :3, 3]).argmin(dim=1)
-        camera = torch.einsum("nji,nj->ni", split.poses[views, :3, :3], batch["directions"])
+        views = torch.cdist(batch.origins, split.poses[:, :3, 3]).argmin(dim=1)
+        camera = torch.einsum("nji,nj->ni", split.poses[views, :3, :3], batch.directions)
         pixel_offset = camera[:, :2].abs() * split.focal  # distance from the image centre
         if step < 2:
             assert pixel_offset.max() <= 8.5  # the central 16 of 32 pixels
@@ -75,9 +75,9 @@ def test_length_is_the_whole_runs_and_a_resumed_stream_yields_the_steps_left(tra
 
 def test_view_dataset_yields_whole_images(train_split):
     item = ViewDataset(train_split, [3, 5])[1]
-    assert item["origins"].shape == item["rgb"].shape == (32, 32, 3)
-    assert int(item["view"]) == 5
-    torch.testing.assert_close(item["rgb"], train_split.images[5])
+    assert item.origins.shape == item.rgb.shape == (32, 32, 3)
+    assert item.view == 5
+    torch.testing.assert_close(item.rgb, train_split.images[5])
 
 
 def test_datamodule_loads_splits_for_each_stage(cache_dir):

@@ -58,14 +58,14 @@ def test_lego_rays_and_images_are_those_of_the_old_reader(cache_dir):
     view = ViewDataset(split, [3])[0]
     rows, cols = torch.meshgrid(torch.arange(100.0), torch.arange(100.0), indexing="ij")
     directions, origins = old_rays(split.poses[3].expand(100, 100, 4, 4), rows, cols)
-    assert torch.equal(view["directions"], directions) and torch.equal(view["origins"], origins)
+    assert torch.equal(view.directions, directions) and torch.equal(view.origins, origins)
 
     batches = RandomRayBatches(split, 512, seed=3)
     batch = batches.batch(0, torch.Generator().manual_seed(7))
     generator = torch.Generator().manual_seed(7)
     views, rows, cols = (torch.randint(0, high, (512,), generator=generator) for high in (len(split), 100, 100))
     directions, _ = old_rays(split.poses[views], rows, cols)
-    assert torch.equal(batch["directions"], directions)
+    assert torch.equal(batch.directions, directions)
 
     rgba = torch.from_numpy(iio.imread(split.file_paths[3])).float() / 255.0
     rgba[..., :3] *= rgba[..., 3:]
@@ -96,9 +96,9 @@ def test_the_rays_of_a_cropped_view_are_those_of_the_full_view(tmp_path):
     crop = _camera_scene(tmp_path / "crop", full_image[6:24, 8:32], {"fl_x": 50.0, "fl_y": 52.0, "cx": 9.0, "cy": 7.0, "w": 24, "h": 18})
     full_rays = ViewDataset(load_split(full, "test", 40), [0])[0]
     crop_rays = ViewDataset(load_split(crop, "test", 24), [0])[0]
-    assert crop_rays["directions"].shape == (18, 24, 3)
-    assert torch.equal(crop_rays["directions"], full_rays["directions"][6:24, 8:32])
-    assert torch.equal(crop_rays["rgb"], full_rays["rgb"][6:24, 8:32])
+    assert crop_rays.directions.shape == (18, 24, 3)
+    assert torch.equal(crop_rays.directions, full_rays.directions[6:24, 8:32])
+    assert torch.equal(crop_rays.rgb, full_rays.rgb[6:24, 8:32])
 
 
 def test_pixel_intrinsics_scale_to_the_images_read_and_frames_win(tmp_path, caplog):

@@ -133,11 +133,11 @@ def test_training_rays_are_never_drawn_on_masked_pixels(tmp_path, ray_sampling, 
     split = load_split(_scene(tmp_path / "s", [view0[0], view1[0]], [view0[1], view1[1]]), "train", 16)
     stream = RandomRayBatches(split, 64, ray_sampling, precrop_steps=precrop_steps, seed=3, last_step=8)
     batches = list(stream)
-    colours = torch.cat([batch["rgb"] for batch in batches])
+    colours = torch.cat([batch.rgb for batch in batches])
     assert colours.shape == (8 * 64, 3)
     assert torch.equal(colours, torch.tensor([[0.0, 1.0, 0.0]]).expand_as(colours))
     resumed = list(RandomRayBatches(split, 64, ray_sampling, precrop_steps=precrop_steps, seed=3, first_step=6, last_step=8))
-    assert all(torch.equal(a["directions"], b["directions"]) for a, b in zip(batches[6:], resumed))
+    assert all(torch.equal(a.directions, b.directions) for a, b in zip(batches[6:], resumed))
 
 
 @pytest.mark.parametrize("ray_sampling", ["all_images", "one_image"])
@@ -148,8 +148,8 @@ def test_a_mask_that_keeps_one_pixel_fills_a_batch_with_that_pixel(tmp_path, ray
     image[40, 9], mask[40, 9] = GREEN, 255
     split = load_split(_scene(tmp_path / "s", [image], [mask]), "train", 64)
     batch = next(iter(RandomRayBatches(split, 4096, ray_sampling, last_step=1)))
-    through = ViewDataset(split, [0])[0]["directions"][40, 9]
-    assert torch.equal(batch["directions"], through.expand(4096, 3))
+    through = ViewDataset(split, [0])[0].directions[40, 9]
+    assert torch.equal(batch.directions, through.expand(4096, 3))
 
 
 def test_while_cropping_each_view_gives_its_own_centre(tmp_path):
@@ -163,7 +163,7 @@ def test_while_cropping_each_view_gives_its_own_centre(tmp_path):
         images.append(np.stack([rows * 10, cols * 10, np.full_like(rows, 255 if height == 16 else 0), np.full_like(rows, 255)], -1).astype(np.uint8))
     split = load_split(_scene(tmp_path / "s", images, [None, None], top={}, own=own), "train", 16)
     batch = next(iter(RandomRayBatches(split, 2048, precrop_steps=1, precrop_frac=0.5, last_step=1)))
-    rgb = (batch["rgb"] * 255).round().long()
+    rgb = (batch.rgb * 255).round().long()
     tall = rgb[:, 2] == 255
     assert tall.any() and (~tall).any()
     assert set(rgb[tall, 0].div(10).tolist()) == set(range(4, 12)) and set(rgb[~tall, 0].div(10).tolist()) == set(range(2, 6))
@@ -254,11 +254,11 @@ def test_a_split_of_two_heights_trains_each_view_at_its_own(tmp_path):
     alone = load_split(_scene(tmp_path / "band", [band], [None], top={}, own=own[1:]), "train", 20)
     view = ViewDataset(split, [1])[0]
     expected = ViewDataset(alone, [0])[0]
-    assert view["rgb"].shape == (10, 20, 3) and "mask" not in view
-    assert torch.equal(view["rgb"], expected["rgb"]) and torch.equal(view["directions"], expected["directions"])
+    assert view.rgb.shape == (10, 20, 3) and view.mask is None
+    assert torch.equal(view.rgb, expected.rgb) and torch.equal(view.directions, expected.directions)
 
     background = torch.ones(3)  # the rows below the band are composited onto white
-    rows = torch.cat([batch["rgb"] for batch in RandomRayBatches(split, 256, last_step=4)])
+    rows = torch.cat([batch.rgb for batch in RandomRayBatches(split, 256, last_step=4)])
     assert not (rows == background).all(dim=1).any()
 
 

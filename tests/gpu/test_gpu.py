@@ -177,7 +177,7 @@ def test_training_on_cuda_decreases_the_loss(make_cfg):
 
     class RecordLossAndDevice(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            devices.update({next(module.parameters()).device.type, batch["origins"].device.type, batch["rgb"].device.type})
+            devices.update({next(module.parameters()).device.type, batch.origins.device.type, batch.rgb.device.type})
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             losses.append(outputs["loss"].detach())  # read after training: no sync in the loop

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import renderer
+from nerf_lab.data.batches import ViewBatch
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
 from nerf_lab.training.views import LPIPS_VGG_WEIGHTS, perceptual_metric
@@ -33,7 +34,7 @@ def test_a_test_records_each_views_psnr_and_ssim_and_how_they_were_measured(tmp_
     monkeypatch.setattr(module, "render_view", lambda batch: {"rgb": torch.full((16, 16, 3), next(rendered))})
     module.on_test_epoch_start()
     for view in (3, 7):
-        module.test_step({"rgb": torch.full((16, 16, 3), 0.5), "view": torch.tensor(view)}, 0)
+        module.test_step(ViewBatch(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), torch.full((16, 16, 3), 0.5), view), 0)
 
     def ssim_flat(x: float, y: float) -> float:
         c1 = 0.01**2

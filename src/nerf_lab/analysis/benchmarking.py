@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from nerf_lab.data.batches import ViewBatch
 from nerf_lab.nerf.marching import render_in_chunks
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
@@ -147,7 +148,7 @@ def device_description(device: torch.device) -> str:
     return f"CPU: {model}, {torch.get_num_threads()} threads"
 
 
-def seconds_per_view(model: NeRFRenderer, views: list[dict[str, torch.Tensor]], chunk: int, bf16: bool) -> float:
+def seconds_per_view(model: NeRFRenderer, views: list[ViewBatch], chunk: int, bf16: bool) -> float:
     """Mean seconds to render each of `views` whole, `chunk` rays at a time, as evaluation
     does, synchronised with the device. The warm-up renders one whole chunk and a short one:
     compiled fields compile for both shapes there (the second time as dynamic shapes), not in
@@ -155,12 +156,12 @@ def seconds_per_view(model: NeRFRenderer, views: list[dict[str, torch.Tensor]], 
     device = model.background.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
-        origins, directions = views[0]["origins"].reshape(-1, 3), views[0]["directions"].reshape(-1, 3)
+        origins, directions = views[0].origins.reshape(-1, 3), views[0].directions.reshape(-1, 3)
         render_in_chunks(model, RayBundle(origins[: chunk + 8], directions[: chunk + 8]), chunk)
         synchronise(device)
         start = time.perf_counter()
         for view in views:
-            render_in_chunks(model, RayBundle(view["origins"], view["directions"]), chunk)
+            render_in_chunks(model, view.rays, chunk)
         synchronise(device)
     return (time.perf_counter() - start) / len(views)
 

@@ -4,20 +4,53 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset
 
 from nerf_lab.data.blender import SceneSplit
 from nerf_lab.errors import DataError
-from nerf_lab.nerf.rays import camera_rays, image_rays
+from nerf_lab.nerf.rays import RayBundle, camera_rays, image_rays
+
+
+@dataclass
+class RayBatch:
+    """A training batch: `rays` random rays (camera-to-world, OpenGL convention) and the
+    colours of their pixels in [0, 1]."""
+
+    origins: Float[Tensor, "rays 3"]
+    directions: Float[Tensor, "rays 3"]
+    rgb: Float[Tensor, "rays 3"]
+
+    @property
+    def rays(self) -> RayBundle:
+        return RayBundle(self.origins, self.directions)
+
+
+@dataclass
+class ViewBatch:
+    """A whole view: the ray and colour of each of its pixels, shaped (height, width), its index
+    `view` in the split, and `mask`, the pixels that count (None: all of them)."""
+
+    origins: Float[Tensor, "height width 3"]
+    directions: Float[Tensor, "height width 3"]
+    rgb: Float[Tensor, "height width 3"]
+    view: int
+    mask: Bool[Tensor, "height width"] | None = None
+
+    @property
+    def rays(self) -> RayBundle:
+        return RayBundle(self.origins, self.directions)
+
 
 RAY_SAMPLING = ("all_images", "one_image")
 # With masks, the share of a window's pixels that count below which rays are drawn from their
 # indices rather than by rejection (at most 1 / DENSE candidates a ray).
 DENSE = 0.05
-Batch = dict[str, torch.Tensor]
 
 
 class RandomRayBatches(IterableDataset):
@@ -98,7 +131,7 @@ class RandomRayBatches(IterableDataset):
             raise TypeError("an endless stream of batches has no length")
         return self.last_step
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[RayBatch]:
         generator = torch.Generator(device=self.split.images.device)
         step = self.first_step
         while self.last_step is None or step < self.last_step:
@@ -107,7 +140,7 @@ class RandomRayBatches(IterableDataset):
             yield self.batch(step, generator)
             step += 1
 
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
+    def batch(self, step: int, generator: torch.Generator) -> RayBatch:
         images = self.split.images
         n_views, height, width = images.shape[:3]
         device = images.device
@@ -124,7 +157,7 @@ class RandomRayBatches(IterableDataset):
         else:
             views, rows, cols = self._draw_counted(n, draw, cropped)
         rays = camera_rays(self.split.poses[views], rows, cols, self.intrinsics[views])
-        return {"origins": rays.origins, "directions": rays.directions, "rgb": images[views, rows, cols]}
+        return RayBatch(rays.origins, rays.directions, images[views, rows, cols])
 
     def _draw_counted(
         self, n: int, draw: Callable[[int, int, int], torch.Tensor], cropped: bool
@@ -174,19 +207,13 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.view_indices)
 
-    def __getitem__(self, item: int) -> Batch:
-        """The view's rays and colours, (height, width, 3), `height` its own; with "mask",
-        (height, width) bool, where some of its pixels do not count (`SceneSplit.masks`)."""
+    def __getitem__(self, item: int) -> ViewBatch:
+        """The view at its own height, with its mask where some of its pixels do not count
+        (`SceneSplit.masks`)."""
         view = self.view_indices[item]
         split = self.split
         height = split.view_height(view)
         rays = image_rays(split.poses[view], split.focal, height, split.width, split.intrinsics[view])
-        batch = {
-            "origins": rays.origins,
-            "directions": rays.directions,
-            "rgb": split.images[view, :height],
-            "view": torch.tensor(view),
-        }
-        if split.masks is not None and not bool(split.masks[view, :height].all()):
-            batch["mask"] = split.masks[view, :height]
-        return batch
+        counted = None if split.masks is None else split.masks[view, :height]
+        mask = None if counted is None or bool(counted.all()) else counted
+        return ViewBatch(rays.origins, rays.directions, split.images[view, :height], view, mask)

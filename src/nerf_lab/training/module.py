@@ -19,6 +19,7 @@ from nerf_lab.nerf.metrics import psnr_from_mse
 from nerf_lab.nerf.marching import RenderOutputs, render_in_chunks
 from nerf_lab.nerf.renderer import NeRFRenderer
 from nerf_lab.nerf.rays import RayBundle
+from nerf_lab.data.batches import RayBatch, ViewBatch
 from nerf_lab.training.views import (
     LPIPS_NETWORK,
     MaskedSSIM,
@@ -29,7 +30,6 @@ from nerf_lab.training.views import (
 )
 from nerf_lab.training.hardware import render_chunk
 
-Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 log = logging.getLogger(__name__)
@@ -141,9 +141,9 @@ class NeRFLitModule(pl.LightningModule):
     def forward(self, rays: RayBundle) -> RenderOutputs:
         return self.renderer(rays)
 
-    def render_view(self, batch: Batch) -> RenderOutputs:
+    def render_view(self, batch: ViewBatch) -> RenderOutputs:
         """A whole view, `sampling.chunk` rays at a time."""
-        return render_in_chunks(self.renderer, RayBundle(batch["origins"], batch["directions"]), self.chunk)
+        return render_in_chunks(self.renderer, batch.rays, self.chunk)
 
     # --- training ---
 
@@ -156,11 +156,11 @@ class NeRFLitModule(pl.LightningModule):
                 "minimum?): every cell re-opened", self.global_step,
             )
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: RayBatch, batch_idx: int) -> torch.Tensor:
         self.update_sampler()
-        outputs = self.renderer(RayBundle(batch["origins"], batch["directions"]))
-        mse = F.mse_loss(outputs["rgb"], batch["rgb"])
-        loss = mse + F.mse_loss(outputs["rgb_coarse"], batch["rgb"]) if "rgb_coarse" in outputs else mse
+        outputs = self.renderer(batch.rays)
+        mse = F.mse_loss(outputs["rgb"], batch.rgb)
+        loss = mse + F.mse_loss(outputs["rgb_coarse"], batch.rgb) if "rgb_coarse" in outputs else mse
         # Logged tensors are only read (a device sync) when the logger or the bar writes them.
         # sync_dist: with data-parallel ranks the logged values are means over all of them.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
@@ -174,7 +174,7 @@ class NeRFLitModule(pl.LightningModule):
             self.log(f"train/{name}", value, sync_dist=True)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: Any, batch: RayBatch, batch_idx: int) -> None:
         # A diverged run stops with a clear error: every step's loss counts, but the flag is
         # read at the logging interval only (each read waits for the device) and at the end.
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
@@ -214,14 +214,14 @@ class NeRFLitModule(pl.LightningModule):
 
     # --- validation and test: whole views ---
 
-    def _render_for_scoring(self, batch: Batch) -> tuple[RenderOutputs, torch.Tensor, torch.Tensor]:
+    def _render_for_scoring(self, batch: ViewBatch) -> tuple[RenderOutputs, torch.Tensor, torch.Tensor]:
         """A whole view, and (prediction, target) as float32 image batches for torchmetrics."""
         outputs = self.render_view(batch)
-        return outputs, _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch["rgb"])
+        return outputs, _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch.rgb)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
+    def validation_step(self, batch: ViewBatch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
-        mask = batch.get("mask")  # a view's pixels that count, where not all do
+        mask = batch.mask  # a view's pixels that count, where not all do
         with full_precision(self.device):
             self.val_psnr.update(counted_pixels(prediction, mask), counted_pixels(target, mask))
             self.val_ssim.update(prediction, target, mask=mask)
@@ -254,10 +254,10 @@ class NeRFLitModule(pl.LightningModule):
                 log.info("%s", reason)
         self.test_protocol = {}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> RenderOutputs:
+    def test_step(self, batch: ViewBatch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
         lpips = self._perceptual.get("metric")
-        mask = batch.get("mask")  # a view's pixels that count, where not all do
+        mask = batch.mask  # a view's pixels that count, where not all do
         with full_precision(self.device):
             # A metric's forward accumulates the view and returns its own score: one computation each.
             counted = counted_pixels(target, mask)
@@ -266,7 +266,7 @@ class NeRFLitModule(pl.LightningModule):
             # An image of nothing but the background: the score of a model stuck in the white minimum.
             self.test_psnr_blank_image.update(self.renderer.background.view(1, 3, 1, 1).expand_as(counted), counted)
             perceptual = lpips(filled_outside(prediction, target, mask), target) if lpips is not None else None
-        view = int(batch["view"])
+        view = batch.view
         record: dict[str, Any] = {"view": view, "name": self._test_view_name(view), "psnr": float(psnr), "ssim": float(ssim)}
         if perceptual is not None:
             record["lpips"] = float(perceptual)
