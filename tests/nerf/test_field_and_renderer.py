@@ -215,6 +215,29 @@ class CountingShell(AnalyticField):
         self.points += positions.reshape(-1, 3).shape[0]
         return super().forward(positions, directions)
 
+    def training_flops_per_point(self):
+        return 1  # so that a ray's FLOP estimate is the points it sends
+
+
+@pytest.mark.parametrize("fine_union", [True, False])
+def test_the_fine_pass_alone_renders_the_surface_from_its_own_samples(fine_union):
+    """An opaque sphere seen from outside: with `fine_union=False` the fine field is asked only
+    at its own 32 samples a ray (not 64 + 32) and still renders the sphere's surface, at t = 3
+    on rays along +z from z = −4, to within one coarse step; the FLOP estimate of a training
+    step counts the points the fields were sent."""
+    rays = RayBundle(torch.tensor([[0.0, 0.0, -4.0]]).expand(20, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(20, 3))
+    coarse, fine = CountingShell(), CountingShell()
+    model = renderer(coarse, fine, 64, 32, 2.0, 6.0)
+    model.sampler.fine_union = fine_union
+    outputs = model.eval()(rays)
+    assert fine.points == 20 * (32 if not fine_union else 64 + 32) and coarse.points == 20 * 64
+    assert float(outputs["opacity"].min()) > 0.99
+    torch.testing.assert_close(outputs["depth"], torch.full((20,), 3.0), atol=(6.0 - 2.0) / 64, rtol=0)
+    coarse.points = fine.points = 0
+    model.train()(rays)
+    points_per_ray = (coarse.points + fine.points) / 20
+    assert model.training_flops_per_ray() == points_per_ray * model.coarse_field.training_flops_per_point()
+
 
 @pytest.mark.parametrize("n_fine", [0, 64])
 def test_early_termination_skips_the_samples_behind_the_surface_and_changes_the_view_by_less_than_its_threshold(n_fine):

@@ -72,3 +72,24 @@ def test_samplers_chosen_by_config_place_their_samples_as_documented():
     assert not torch.equal(stratified, equal)  # random inner edges in training ...
     torch.testing.assert_close(StratifiedSampler(8).eval().coarse_edges(rays, 2.0, 6.0), equal)  # ... midpoints in eval
     torch.testing.assert_close(UniformSampler(8).train().coarse_edges(rays, 2.0, 6.0), equal)  # equal intervals always
+
+
+def test_the_fine_pass_alone_puts_its_intervals_where_the_coarse_weights_are():
+    """`fine_union=False`: n_fine + 1 edges drawn from the coarse weights and nothing else. With
+    all the weight in one coarse bin [t_i, t_i + δ] and deterministic u_k = (k + ½) / (n + 1),
+    edge k is at t_i + u_k · δ (inverse-transform sampling of a uniform bin, up to the pdf's
+    1e-5 padding)."""
+    from nerf_lab.nerf.ray_samplers import StratifiedSampler
+
+    n_rays, n_coarse, n_fine = 4, 8, 4
+    edges = stratified_edges(n_rays, n_coarse, 2.0, 6.0, perturb=False)  # δ = 0.5
+    spike = torch.tensor([0, 3, 5, 7])
+    weights = torch.zeros(n_rays, n_coarse)
+    weights[torch.arange(n_rays), spike] = 1.0
+    sampler = StratifiedSampler(n_coarse, n_fine, fine_union=False).eval()
+    fine = sampler.fine_edges(edges, weights)
+    u = (torch.arange(n_fine + 1) + 0.5) / (n_fine + 1)
+    torch.testing.assert_close(fine, 2.0 + 0.5 * spike[:, None] + 0.5 * u, atol=1e-3, rtol=0)
+    # The paper's union keeps the coarse edges too: n_coarse + 1 + n_fine edges.
+    assert StratifiedSampler(n_coarse, n_fine).eval().fine_edges(edges, weights).shape == (n_rays, n_coarse + 1 + n_fine)
+    assert sampler.fine_samples_per_ray == n_fine and sampler.samples_per_ray == n_coarse

@@ -5,7 +5,8 @@ A sampler answers the three questions of `NeRFRenderer`'s passes (the maths is i
 
 * `coarse_edges(rays, near, far)`: the first pass's samples, as interval edges (rays, n_c + 1);
 * `fine_edges(edges, weights)`: the second pass's, drawn from the first pass's weights and
-  merged with its edges (paper section 5.2); asked only when `n_fine > 0`;
+  merged with its edges (paper section 5.2), or alone (`fine_union=False`); asked only when
+  `n_fine > 0`;
 * `reaching_field(positions, edges)`: which samples the field is evaluated at (None: all);
   the others get density 0 and colour 0.
 
@@ -49,7 +50,12 @@ class RaySampler(Protocol):
 
     @property
     def samples_per_ray(self) -> int:
-        """Samples of a ray in its largest pass (for sizing render chunks and counting FLOPs)."""
+        """Samples of a ray in its largest pass (for sizing render chunks)."""
+        ...
+
+    @property
+    def fine_samples_per_ray(self) -> int:
+        """Samples of a ray in the second pass (0 without one; for counting FLOPs)."""
         ...
 
     def coarse_edges(self, rays: RayBundle, near: float, far: float) -> Float[Tensor, "rays edges"]:
@@ -82,24 +88,44 @@ class StratifiedSampler(nn.Module):
     `n_fine > 0`, `n_fine` more drawn from the coarse weights (hierarchical sampling, section
     5.2) and merged with them: the paper's 64 + 128 is `StratifiedSampler(64, 128)`.
 
-    Raises `ParameterError` naming `n_coarse`, `n_fine` or `perturb` for a value that does not fit.
+    `fine_union=False` gives the second pass only its own samples: `n_fine + 1` edges drawn
+    from the coarse weights bound `n_fine` intervals, which cover the part of the ray the
+    coarse pass found opaque and nothing else (the resampling of mip-NeRF 360, Barron et al.
+    2022, section 3, with the coarse field as the proposal). The fine field is then asked
+    `n_fine` times a ray instead of `n_coarse + n_fine`, so the coarse pass can take fine steps
+    (through an occupancy grid, only where the scene is) at the cost of its own samples alone.
+
+    Raises `ParameterError` naming `n_coarse`, `n_fine`, `perturb` or `fine_union` for a value
+    that does not fit.
     """
 
-    def __init__(self, n_coarse: int, n_fine: int = 0, perturb: bool = True) -> None:
+    def __init__(self, n_coarse: int, n_fine: int = 0, perturb: bool = True, fine_union: bool = True) -> None:
         super().__init__()
         require(is_int(n_coarse) and n_coarse >= 1, "n_coarse", n_coarse, "an integer >= 1 (coarse samples a ray)")
         require(is_int(n_fine) and n_fine >= 0, "n_fine", n_fine, "an integer >= 0 (fine samples a ray; 0 = single pass)")
         require(isinstance(perturb, bool), "perturb", perturb, "true or false")
-        self.n_coarse, self.n_fine, self.perturb = n_coarse, n_fine, perturb
+        require(
+            isinstance(fine_union, bool), "fine_union", fine_union,
+            "true (the fine pass evaluates coarse and fine samples, the paper) or false (its own samples only)",
+        )
+        self.n_coarse, self.n_fine, self.perturb, self.fine_union = n_coarse, n_fine, perturb, fine_union
 
     @property
     def stratified(self) -> bool:
         return self.training and self.perturb
 
     @property
+    def fine_samples_per_ray(self) -> int:
+        """Samples of a ray in the fine pass: the coarse and fine ones with `fine_union`, the
+        fine ones alone without; 0 without a fine pass."""
+        if self.n_fine == 0:
+            return 0
+        return self.n_coarse + self.n_fine if self.fine_union else self.n_fine
+
+    @property
     def samples_per_ray(self) -> int:
-        """Samples of a ray in its largest pass (the fine one's coarse + fine)."""
-        return self.n_coarse + self.n_fine
+        """Samples of a ray in its largest pass."""
+        return max(self.n_coarse, self.fine_samples_per_ray)
 
     def coarse_edges(self, rays: RayBundle, near: float, far: float) -> Float[Tensor, "rays edges"]:
         return stratified_edges(rays.origins.shape[0], self.n_coarse, near, far, self.stratified, rays.origins.device)
@@ -107,7 +133,10 @@ class StratifiedSampler(nn.Module):
     def fine_edges(
         self, edges: Float[Tensor, "rays edges"], weights: Float[Tensor, "rays samples"]
     ) -> Float[Tensor, "rays fine_edges"]:
-        return merge_edges(edges, sample_pdf(edges, weights, self.n_fine, deterministic=not self.stratified))
+        deterministic = not self.stratified
+        if not self.fine_union:
+            return sample_pdf(edges, weights, self.n_fine + 1, deterministic=deterministic)
+        return merge_edges(edges, sample_pdf(edges, weights, self.n_fine, deterministic=deterministic))
 
     def reaching_field(
         self, positions: Float[Tensor, "rays samples 3"], edges: Float[Tensor, "rays edges"]
@@ -124,7 +153,7 @@ class StratifiedSampler(nn.Module):
         return {}
 
     def extra_repr(self) -> str:
-        return f"n_coarse={self.n_coarse}, n_fine={self.n_fine}, perturb={self.perturb}"
+        return f"n_coarse={self.n_coarse}, n_fine={self.n_fine}, perturb={self.perturb}, fine_union={self.fine_union}"
 
 
 class UniformSampler(StratifiedSampler):
@@ -142,9 +171,14 @@ class BoxClippedSampler(StratifiedSampler):
     is not a box (None, min ≥ max) raises `ParameterError`."""
 
     def __init__(
-        self, n_coarse: int, scene_box: Sequence[Sequence[float]] | None, n_fine: int = 0, perturb: bool = True
+        self,
+        n_coarse: int,
+        scene_box: Sequence[Sequence[float]] | None,
+        n_fine: int = 0,
+        perturb: bool = True,
+        fine_union: bool = True,
     ) -> None:
-        super().__init__(n_coarse, n_fine, perturb)
+        super().__init__(n_coarse, n_fine, perturb, fine_union)
         require(is_box(scene_box), "scene_box", scene_box, BOX_EXPECTED)
         # Not persistent: the box comes from the config, and checkpoints stay as they were.
         self.register_buffer("scene_box", torch.tensor(scene_box, dtype=torch.float32), persistent=False)
@@ -173,8 +207,9 @@ class OccupancyGridSampler(BoxClippedSampler):
         grid: Callable[..., OccupancyGrid],
         n_fine: int = 0,
         perturb: bool = True,
+        fine_union: bool = True,
     ) -> None:
-        super().__init__(n_coarse, scene_box, n_fine, perturb)
+        super().__init__(n_coarse, scene_box, n_fine, perturb, fine_union)
         diagonal = float((self.scene_box[1] - self.scene_box[0]).norm())
         try:
             self.grid = grid(scene_box, step_size=diagonal / n_coarse)

@@ -94,15 +94,15 @@ class NeRFRenderer(nn.Module):
 
     def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> int | float:
         """The fields' floating-point work for one ray in a training step: `n_coarse` points
-        through the coarse field, and `n_coarse + n_fine` through the fine one
-        (`RadianceField.training_flops_per_point`). When fewer points reach the fields, give
+        through the coarse field, and the fine pass's (`sampler.fine_samples_per_ray`) through
+        the fine one (`RadianceField.training_flops_per_point`). When fewer points reach the fields, give
         the measured `field_evals_per_ray` (both passes), counted at the coarse field's cost
         (the two fields are built alike)."""
         if field_evals_per_ray is not None:
             return field_evals_per_ray * self.coarse_field.training_flops_per_point()
         total = self.sampler.n_coarse * self.coarse_field.training_flops_per_point()
         if self.fine_field is not None:
-            total += self.sampler.samples_per_ray * self.fine_field.training_flops_per_point()
+            total += self.sampler.fine_samples_per_ray * self.fine_field.training_flops_per_point()
         return total
 
     def activation_bytes_per_ray(self) -> int:
