@@ -77,7 +77,7 @@ def nerf_lab_model() -> nn.Module:
 def nerf_lab_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: dict) -> None:
     from nerf_lab.nerf.rays import RayBundle
 
-    loss = nn.functional.mse_loss(model(RayBundle(batch["origins"], batch["directions"]))["rgb"], batch["rgb"])
+    loss = nn.functional.mse_loss(model(RayBundle(batch["origins"], batch["directions"])).rgb, batch["rgb"])
     optimiser.zero_grad()
     loss.backward()
     optimiser.step()

@@ -47,8 +47,8 @@ class SaveViews(pl.Callback):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
         view = batch.view
         name = Path(trainer.datamodule.splits["test"].file_paths[view]).stem  # r_0, as the data set names it
-        prediction = outputs["rgb"].float().clamp(0, 1)
-        depth, opacity = outputs["depth"].float(), outputs["opacity"].float()
+        prediction = outputs.rgb.float().clamp(0, 1)
+        depth, opacity = outputs.depth.float(), outputs.opacity.float()
         mask = batch.mask  # the pixels that count, where not all do: the title's PSNR is the scored one
         psnr = image_psnr(prediction, batch.rgb) if mask is None else image_psnr(prediction[mask], batch.rgb[mask])
         panel = comparison_strip(prediction, batch.rgb, depth, opacity, self.near, self.far, f"prediction ({name}), {psnr:.2f} dB")

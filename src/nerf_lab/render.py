@@ -78,8 +78,8 @@ def render_cameras(cfg: DictConfig, trained: Any, device: torch.device, bf16: bo
             pose = torch.from_numpy(pose).float().to(device)
             out = render_in_chunks(module.renderer, image_rays(pose, float(intrinsics[0]), height, width, intrinsics), module.chunk)
             name = frame.path.stem if len({f.path.stem for f in index.frames}) == len(index.frames) else f"{number:03d}_{frame.path.stem}"
-            iio.imwrite(output_dir / "pred" / f"{name}.png", to_uint8(out["rgb"].float()))
-            np.save(output_dir / "depth" / f"{name}.npy", out["depth"].float().cpu().numpy().astype(np.float32))
+            iio.imwrite(output_dir / "pred" / f"{name}.png", to_uint8(out.rgb.float()))
+            np.save(output_dir / "depth" / f"{name}.npy", out.depth.float().cpu().numpy().astype(np.float32))
             names.append(name)
     show_progress("render", len(index.frames), len(index.frames))
     print(

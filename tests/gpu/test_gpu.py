@@ -60,16 +60,16 @@ def test_compositing_stays_float32_under_bf16_autocast(device):
     with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16):
         out = model(RayBundle(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)))
     assert captured["density"].dtype == torch.bfloat16  # the network did run in bf16
-    assert out["weights"].dtype == out["rgb"].dtype == torch.float32
+    assert out.weights.dtype == out.rgb.dtype == torch.float32
 
     edges = torch.linspace(2.0, 6.0, 65, device=device, dtype=torch.float64)
     norms = rays.directions.reshape(-1, 3).double().norm(dim=-1, keepdim=True)
     optical_depth = captured["density"].double() * (edges[1:] - edges[:-1]) * norms  # σ_i δ_i
     before = torch.cumsum(optical_depth, dim=-1) - optical_depth  # Σ_{j<i} σ_j δ_j
     expected = torch.exp(-before) * (1.0 - torch.exp(-optical_depth))  # w_i = T_i α_i
-    torch.testing.assert_close(out["weights"].double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.weights.double(), expected, rtol=1e-5, atol=1e-6)
     expected_rgb = (expected[..., None] * captured["rgb"].double()).sum(-2) + 1.0 - expected.sum(-1, keepdim=True)
-    torch.testing.assert_close(out["rgb"].double(), expected_rgb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.rgb.double(), expected_rgb, rtol=1e-5, atol=1e-5)
 
 
 def render_float64(model: NeRFRenderer, rays: RayBundle) -> torch.Tensor:
@@ -78,7 +78,7 @@ def render_float64(model: NeRFRenderer, rays: RayBundle) -> torch.Tensor:
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        return render_in_chunks(model.double(), RayBundle(rays.origins.double(), rays.directions.double()), chunk=1024)["rgb"]
+        return render_in_chunks(model.double(), RayBundle(rays.origins.double(), rays.directions.double()), chunk=1024).rgb
     finally:
         torch.set_default_dtype(default)
 
@@ -139,12 +139,12 @@ def test_cuda_renders_the_image_the_cpu_renders():
     assert torch.get_float32_matmul_precision() == "highest"  # full float32 matrix products, no TF32
     model = paper_model()
     rays = view_rays(48, "cpu")
-    cpu32 = render_in_chunks(model, rays, chunk=1024)["rgb"]
+    cpu32 = render_in_chunks(model, rays, chunk=1024).rgb
     assert cpu32.std() > 0.01  # a view with something in it, not a flat grey
     gpu_model, gpu_rays = paper_model().to("cuda"), view_rays(48, "cuda")
-    cuda32 = render_in_chunks(gpu_model, gpu_rays, chunk=1024)["rgb"].cpu()
+    cuda32 = render_in_chunks(gpu_model, gpu_rays, chunk=1024).rgb.cpu()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        bf16 = render_in_chunks(gpu_model, gpu_rays, chunk=1024)["rgb"].float().cpu()
+        bf16 = render_in_chunks(gpu_model, gpu_rays, chunk=1024).rgb.float().cpu()
     cpu64 = render_float64(model, rays)
     cuda64 = render_float64(gpu_model, gpu_rays).cpu()
 
@@ -255,7 +255,7 @@ def test_a_compiled_training_step_gives_the_eager_loss():
     view = view_rays(64, "cuda")
     rays = RayBundle(view.origins.reshape(-1, 3), view.directions.reshape(-1, 3))
     with torch.no_grad():
-        target = render_in_chunks(paper_model(depth=4, width=128, seed=1).to("cuda"), view, chunk=4096)["rgb"].reshape(-1, 3)
+        target = render_in_chunks(paper_model(depth=4, width=128, seed=1).to("cuda"), view, chunk=4096).rgb.reshape(-1, 3)
 
     def losses(model: NeRFRenderer) -> list[float]:
         optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
@@ -264,7 +264,7 @@ def test_a_compiled_training_step_gives_the_eager_loss():
             torch.manual_seed(0)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = model(rays)
-            loss = F.mse_loss(out["rgb"], target) + F.mse_loss(out["rgb_coarse"], target)
+            loss = F.mse_loss(out.rgb, target) + F.mse_loss(out.rgb_coarse, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -303,8 +303,8 @@ def test_an_800px_view_renders_in_bounded_gpu_memory():
         out = render_in_chunks(model, rays, chunk)
     torch.cuda.synchronize()
     grown = torch.cuda.max_memory_allocated() - before
-    assert out["rgb"].shape == (800, 800, 3) and out["rgb"].is_cuda
-    assert torch.isfinite(out["rgb"]).all()
+    assert out.rgb.shape == (800, 800, 3) and out.rgb.is_cuda
+    assert torch.isfinite(out.rgb).all()
     outputs_bytes = 2 * 800 * 800 * 5 * 4  # the outputs, and their pieces before the final cat
     estimate = chunk * 192 * 4 * (63 + 4 * 256)
     assert grown <= estimate + outputs_bytes, f"{grown / 2**30:.2f} GiB for chunks of {chunk} rays"

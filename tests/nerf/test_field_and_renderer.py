@@ -39,10 +39,10 @@ def test_slab_of_constant_density_has_closed_form_opacity(sigma, length):
     rays = RayBundle(torch.zeros(4, 3), torch.tensor([[2.0, 0.0, 0.0]]).expand(4, 3))
     out = model(rays)
     expected = 1 - math.exp(-sigma * length)
-    torch.testing.assert_close(out["opacity"], torch.full((4,), expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.opacity, torch.full((4,), expected), atol=1e-4, rtol=0)
     # What is not absorbed shows the white background.
     colour = torch.tensor([0.2, 0.5, 0.8])
-    torch.testing.assert_close(out["rgb"], (expected * colour + (1 - expected)).expand(4, 3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.rgb, (expected * colour + (1 - expected)).expand(4, 3), atol=1e-4, rtol=0)
 
 
 def test_opaque_thin_shell_gives_its_depth():
@@ -51,16 +51,16 @@ def test_opaque_thin_shell_gives_its_depth():
     model = make_model(shell, n_coarse=n_samples, near=near, far=far).eval()
     directions = torch.nn.functional.normalize(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
     out = model(RayBundle(torch.zeros(64, 3), directions))
-    torch.testing.assert_close(out["opacity"], torch.ones(64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out["depth"], torch.full((64,), distance), atol=(far - near) / n_samples, rtol=0)
+    torch.testing.assert_close(out.opacity, torch.ones(64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.depth, torch.full((64,), distance), atol=(far - near) / n_samples, rtol=0)
 
 
 def test_empty_space_shows_the_background_colour():
     empty = AnalyticField(lambda p: torch.zeros(p.shape[:-1]))
     model = make_model(empty, 32, 2.0, 6.0, background=(0.1, 0.2, 0.3)).eval()
     out = model(RayBundle(torch.zeros(5, 3), torch.randn(5, 3)))
-    torch.testing.assert_close(out["opacity"], torch.zeros(5))
-    torch.testing.assert_close(out["rgb"], torch.tensor([0.1, 0.2, 0.3]).expand(5, 3))
+    torch.testing.assert_close(out.opacity, torch.zeros(5))
+    torch.testing.assert_close(out.rgb, torch.tensor([0.1, 0.2, 0.3]).expand(5, 3))
 
 
 def tiny_field(view_dependent=False, depth=2, width=32):
@@ -77,7 +77,7 @@ def test_fresh_field_is_not_saturated():
     assert 0.2 < rgb.mean() < 0.8 and rgb.std() < 0.2
     model = renderer(field, None, 64, 0, 2.0, 6.0).eval()
     rays = image_rays(torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0], [0, 0, 0, 1]]), 40.0, 32, 32)
-    ray_opacity = model(rays.reshape(-1))["opacity"]
+    ray_opacity = model(rays.reshape(-1)).opacity
     # Neither all-transparent (the white minimum) nor a solid wall from the first sample on.
     assert 0.05 < ray_opacity.mean() < 0.999
 
@@ -105,9 +105,9 @@ def test_fine_pass_outputs_and_sample_count():
     torch.manual_seed(0)
     model = renderer(tiny_field(True), tiny_field(True), n_coarse=16, n_fine=32, near=2.0, far=6.0).train()
     out = model(RayBundle(torch.zeros(8, 3), torch.randn(8, 3)))
-    assert out["weights"].shape == (8, 48)
-    assert out["rgb"].shape == out["rgb_coarse"].shape == (8, 3)
-    assert not torch.allclose(out["rgb"], out["rgb_coarse"])
+    assert out.weights.shape == (8, 48)
+    assert out.rgb.shape == out.rgb_coarse.shape == (8, 3)
+    assert not torch.allclose(out.rgb, out.rgb_coarse)
 
 
 def test_evaluation_is_deterministic_and_training_is_not():
@@ -115,9 +115,9 @@ def test_evaluation_is_deterministic_and_training_is_not():
     model = renderer(tiny_field(), tiny_field(), 16, 16, 2.0, 6.0)
     rays = RayBundle(torch.zeros(8, 3), torch.randn(8, 3))
     model.eval()
-    torch.testing.assert_close(model(rays)["rgb"], model(rays)["rgb"])
+    torch.testing.assert_close(model(rays).rgb, model(rays).rgb)
     model.train()
-    assert not torch.allclose(model(rays)["rgb"], model(rays)["rgb"])
+    assert not torch.allclose(model(rays).rgb, model(rays).rgb)
 
 
 def test_gradients_flow_a_tiny_model_fits_one_colour():
@@ -127,7 +127,7 @@ def test_gradients_flow_a_tiny_model_fits_one_colour():
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
         rays = RayBundle(torch.randn(64, 3) * 0.1 + torch.tensor([0.0, 0.0, 4.0]), torch.tensor([[0.0, 0.0, -1.0]]).expand(64, 3))
-        loss = (model(rays)["rgb"] - target).square().mean()
+        loss = (model(rays).rgb - target).square().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -141,9 +141,9 @@ def test_chunked_rendering_equals_one_pass():
     with torch.no_grad():
         whole = model(rays.reshape(-1))
     chunked = render_in_chunks(model, rays, chunk=10)
-    assert chunked["rgb"].shape == (17, 13, 3) and chunked["depth"].shape == (17, 13)
-    torch.testing.assert_close(chunked["rgb"].reshape(-1, 3), whole["rgb"])
-    torch.testing.assert_close(chunked["depth"].reshape(-1), whole["depth"])
+    assert chunked.rgb.shape == (17, 13, 3) and chunked.depth.shape == (17, 13)
+    torch.testing.assert_close(chunked.rgb.reshape(-1, 3), whole.rgb)
+    torch.testing.assert_close(chunked.depth.reshape(-1), whole.depth)
 
 
 def _peak_rss_bytes() -> int:
@@ -173,7 +173,7 @@ def test_800px_view_renders_in_the_memory_of_one_chunk():
     out = render_in_chunks(model, rays, chunk=chunk)
     grown = _peak_rss_bytes() - before
 
-    assert out["rgb"].shape == (800, 800, 3)
+    assert out.rgb.shape == (800, 800, 3)
     assert max(seen) == chunk and len(seen) == math.ceil(800 * 800 / chunk)
     # The outputs take 13 MB; the allocator's slack on a busy machine has measured up to
     # ~60 MB; rendering all 640k rays in one pass grows the peak by ~2.5 GB.
@@ -231,8 +231,8 @@ def test_the_fine_pass_alone_renders_the_surface_from_its_own_samples(fine_union
     model.sampler.fine_union = fine_union
     outputs = model.eval()(rays)
     assert fine.points == 20 * (32 if not fine_union else 64 + 32) and coarse.points == 20 * 64
-    assert float(outputs["opacity"].min()) > 0.99
-    torch.testing.assert_close(outputs["depth"], torch.full((20,), 3.0), atol=(6.0 - 2.0) / 64, rtol=0)
+    assert float(outputs.opacity.min()) > 0.99
+    torch.testing.assert_close(outputs.depth, torch.full((20,), 3.0), atol=(6.0 - 2.0) / 64, rtol=0)
     coarse.points = fine.points = 0
     model.train()(rays)
     points_per_ray = (coarse.points + fine.points) / 20
@@ -249,14 +249,14 @@ def test_early_termination_skips_the_samples_behind_the_surface_and_changes_the_
         model = renderer(*fields, 64, n_fine, 2.0, 6.0, stop_transmittance=stop).eval()
         views[stop] = (model(rays), sum(f.points for f in fields if f is not None))
     (full, all_points), (stopped, fewer_points) = views[0.0], views[1e-4]
-    assert float(full["opacity"].min()) > 0.99  # every ray hits the sphere
-    torch.testing.assert_close(stopped["rgb"], full["rgb"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(stopped["opacity"], full["opacity"], atol=1e-4, rtol=0)
+    assert float(full.opacity.min()) > 0.99  # every ray hits the sphere
+    torch.testing.assert_close(stopped.rgb, full.rgb, atol=1e-4, rtol=0)
+    torch.testing.assert_close(stopped.opacity, full.opacity, atol=1e-4, rtol=0)
     # Rays enter the sphere at t ≈ 3 of [2, 6] and are opaque within 0.2: about 2/3 of the coarse
     # samples are behind it. The fine pass's samples cluster at the surface, so fewer of them are.
     bound = 0.6 if n_fine == 0 else 0.8
     assert fewer_points < bound * all_points
-    assert float(stopped["field_evals_per_ray"]) < bound * float(full["field_evals_per_ray"])
+    assert float(stopped.field_evals_per_ray) < bound * float(full.field_evals_per_ray)
 
 
 def test_the_render_chunk_estimate_of_the_paper_model_is_its_fine_pass():

@@ -103,9 +103,9 @@ def test_a_ray_that_misses_the_box_gets_no_samples_and_renders_the_background():
     miss = RayBundle(torch.tensor([[0.0, 3.0, -4.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
     out = model(miss)
     assert field.points_seen().shape[0] == 0
-    torch.testing.assert_close(out["rgb"], torch.tensor([[0.1, 0.2, 0.3]]))
-    torch.testing.assert_close(out["opacity"], torch.zeros(1))
-    assert float(out["field_evals_per_ray"]) == 0.0
+    torch.testing.assert_close(out.rgb, torch.tensor([[0.1, 0.2, 0.3]]))
+    torch.testing.assert_close(out.opacity, torch.zeros(1))
+    assert float(out.field_evals_per_ray) == 0.0
 
 
 def test_clipped_samples_keep_the_closed_form_opacity_of_a_slab():
@@ -114,7 +114,7 @@ def test_clipped_samples_keep_the_closed_form_opacity_of_a_slab():
     # The ray is in the box for t in [2.5, 5.5]: 300 samples of 0.01, whose edges fall on the slab's.
     model = renderer(slab, None, 300, 0, 0.0, 6.0, clip_to_box=True, scene_box=BOX).eval()
     out = model(RayBundle(torch.tensor([[-4.0, 0.2, 0.1]]), torch.tensor([[1.0, 0.0, 0.0]])))
-    torch.testing.assert_close(out["opacity"], torch.tensor([1 - math.exp(-0.8)]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.opacity, torch.tensor([1 - math.exp(-0.8)]), atol=1e-4, rtol=0)
     # All 300 samples lie in the 3 units inside the box, none in the 3 before it.
     assert bool((slab.points_seen()[:, 0] > -1.5).all())
 
@@ -127,11 +127,11 @@ def test_a_view_is_the_same_with_and_without_the_grid_when_empty_space_is_empty(
 
     dense, skipping = make(None), make(fitted_grid())
     rays = view_rays()
-    plain = render_in_chunks(dense, rays, chunk=150, keys=("rgb", "opacity", "depth"))
-    skipped = render_in_chunks(skipping, rays, chunk=150, keys=("rgb", "opacity", "depth"))
-    assert float(plain["opacity"].max()) > 0.5  # the block is in view
+    plain = render_in_chunks(dense, rays, chunk=150)
+    skipped = render_in_chunks(skipping, rays, chunk=150)
+    assert float(plain.opacity.max()) > 0.5  # the block is in view
     for key in ("rgb", "opacity", "depth"):
-        torch.testing.assert_close(skipped[key], plain[key], atol=1e-4, rtol=0)
+        torch.testing.assert_close(getattr(skipped, key), getattr(plain, key), atol=1e-4, rtol=0)
     seen_dense = sum(f.points_seen().shape[0] for f in (dense.coarse_field, dense.fine_field) if f is not None)
     seen_skipping = sum(f.points_seen().shape[0] for f in (skipping.coarse_field, skipping.fine_field) if f is not None)
     assert seen_skipping < 0.2 * seen_dense
@@ -153,7 +153,7 @@ def test_samples_in_empty_cells_never_reach_the_field():
     assert 0 < torch.unique(seen, dim=0).shape[0] == expected < points.shape[0] * points.shape[1] // 10
     assert seen.shape[0] == bucket_size(expected)
     assert bool(grid.lookup(seen).all())
-    assert float(out["field_evals_per_ray"]) == pytest.approx(expected / rays.shape[0])
+    assert float(out.field_evals_per_ray) == pytest.approx(expected / rays.shape[0])
 
 
 def test_gradients_reach_the_field_through_the_gathered_samples():
@@ -163,7 +163,7 @@ def test_gradients_reach_the_field_through_the_gathered_samples():
     grid.update(block_density, 0)
     model = renderer(field, None, 32, 0, 2.0, 6.0, occupancy=grid, clip_to_box=True).train()
     out = model(view_rays(8).reshape(-1))
-    out["rgb"].sum().backward()
+    out.rgb.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.parameters())
 
 
@@ -179,7 +179,7 @@ def test_a_field_in_the_white_minimum_is_not_locked_out():
     assert grid.update(model.density, 24) is False  # … and left open for another warm-up
     assert bool(grid.occupied.all())
     rays = RayBundle(torch.tensor([[0.0, 0.0, -4.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
-    assert float(model(rays)["field_evals_per_ray"]) == 16  # every sample reaches the field
+    assert float(model(rays).field_evals_per_ray) == 16  # every sample reaches the field
 
 
 @pytest.mark.parametrize(("n", "size"), [(0, 0), (1, 1), (15, 15), (17, 18), (4600, 4608), (65000, 65536)])

@@ -13,6 +13,7 @@ from omegaconf import open_dict
 from helpers import events
 
 from nerf_lab.data.batches import ViewBatch
+from nerf_lab.nerf.marching import RenderOutputs
 from nerf_lab.train import train
 from nerf_lab.runs.checkpoints import load_trained
 from nerf_lab.config.build import build_module
@@ -136,7 +137,7 @@ def test_metrics_are_float32_under_bf16_autocast(make_cfg):
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(32, 32, 3, generator=generator)
     prediction = (target + 0.05 * torch.randn(32, 32, 3, generator=generator)).clamp(0, 1)
-    module.render_view = lambda batch: {"rgb": prediction, "depth": torch.zeros(32, 32), "opacity": torch.ones(32, 32)}
+    module.render_view = lambda batch: RenderOutputs(prediction, torch.zeros(32, 32), torch.ones(32, 32))
     batch = ViewBatch(torch.zeros(32, 32, 3), torch.zeros(32, 32, 3), target, view=0)
     module.test_step(batch, 0)
     reference = module.test_ssim.compute().item()

@@ -12,6 +12,7 @@ from helpers import renderer
 from nerf_lab.data.batches import ViewBatch
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.field import NeRFField
+from nerf_lab.nerf.marching import RenderOutputs
 from nerf_lab.training.views import LPIPS_VGG_WEIGHTS, perceptual_metric
 from nerf_lab.training.views import VIEWS_CSV, record_test_views
 from nerf_lab.training.module import NeRFLitModule
@@ -31,7 +32,10 @@ def test_a_test_records_each_views_psnr_and_ssim_and_how_they_were_measured(tmp_
     0.6001 / 0.6101 = 0.98361 and 0.5101 / 0.5102 = 0.99980."""
     module = tiny_module()
     rendered = iter([0.6, 0.51])
-    monkeypatch.setattr(module, "render_view", lambda batch: {"rgb": torch.full((16, 16, 3), next(rendered))})
+    monkeypatch.setattr(
+        module, "render_view",
+        lambda batch: RenderOutputs(torch.full((16, 16, 3), next(rendered)), torch.zeros(16, 16), torch.ones(16, 16)),
+    )
     module.on_test_epoch_start()
     for view in (3, 7):
         module.test_step(ViewBatch(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), torch.full((16, 16, 3), 0.5), view), 0)

@@ -95,12 +95,12 @@ def render_grid(arms: list[Arm], path: Path, view: int = 0) -> list[str]:
         item = ViewDataset(datamodule.splits["test"], [view])[0]
         rays = RayBundle(item.origins.to(device), item.directions.to(device))
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = {key: value.float().cpu() for key, value in render_in_chunks(module.renderer, rays, module.chunk).items()}
+            out = render_in_chunks(module.renderer, rays, module.chunk).map(lambda t: t.float().cpu())
         near, far = trained.run_config.data.near, trained.run_config.data.far
         if not columns:
             columns.append(("ground truth", item.rgb.numpy(), None))
-        depth = colourise_depth(out["depth"], out["opacity"], near, far).numpy()
-        columns.append((arm.name, out["rgb"].clamp(0, 1).numpy(), depth))
+        depth = colourise_depth(out.depth, out.opacity, near, far).numpy()
+        columns.append((arm.name, out.rgb.clamp(0, 1).numpy(), depth))
     if not columns:
         return []
 

@@ -113,9 +113,9 @@ def orbit_frames(
             if progress:
                 show_progress(progress, number, frames)
             out = render_in_chunks(module.renderer, image_rays(pose.to(device), focal, height, width), module.chunk)
-            panels = [out["rgb"]]
+            panels = [out.rgb]
             if depth:
-                panels.append(colourise_depth(out["depth"].float(), out["opacity"].float(), data.near, data.far))
+                panels.append(colourise_depth(out.depth.float(), out.opacity.float(), data.near, data.far))
             images.append(side_by_side(*panels))
     if progress:
         show_progress(progress, frames, frames)

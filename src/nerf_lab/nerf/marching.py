@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float
@@ -17,7 +19,36 @@ from torch import Tensor, nn
 
 from nerf_lab.nerf.rays import RayBundle
 
-RenderOutputs = dict[str, Tensor]
+
+@dataclass
+class RenderOutputs:
+    """Rays rendered: per ray, over a leading shape `*rays` ((rays,) for a training batch, (H, W)
+    for a whole view).
+
+    * `rgb` (*rays, 3): the colour composited onto the background, C = Σ w_i c_i + (1 − Σ w_i) · b
+      (Mildenhall et al. 2020, eq. 3);
+    * `depth` (*rays,): the expected depth Σ w_i t_i, in the units of the ray parameter t;
+    * `opacity` (*rays,): Σ w_i, one minus the transmittance left after the last sample;
+    * `weights` (rays, samples): the compositing weights w_i = T_i (1 − exp(−σ_i δ_i)) of the
+      last pass, which the fine pass draws its samples from (None for views rendered in chunks);
+    * `field_evals_per_ray` (scalar): field evaluations a ray, both passes (None for views
+      rendered in chunks);
+    * `rgb_coarse` (*rays, 3): the coarse pass's colour where a fine pass follows (its term of
+      the loss), else None.
+    """
+
+    rgb: Float[Tensor, "*rays 3"]
+    depth: Float[Tensor, "*rays"]
+    opacity: Float[Tensor, "*rays"]
+    weights: Float[Tensor, "rays samples"] | None = None
+    field_evals_per_ray: Float[Tensor, ""] | None = None
+    rgb_coarse: Float[Tensor, "*rays 3"] | None = None
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> RenderOutputs:
+        """The same outputs with `fn` applied to each tensor present (`.float().cpu()`, say)."""
+        return dataclasses.replace(
+            self, **{f.name: fn(v) for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+        )
 
 
 def bucket_size(n: int) -> int:
@@ -95,21 +126,25 @@ def render_in_chunks(
     render_fn: Callable[[RayBundle], RenderOutputs],
     rays: RayBundle,
     chunk: int,
-    keys: Sequence[str] = ("rgb", "depth", "opacity"),
 ) -> RenderOutputs:
     """Render rays of any leading shape (a whole (H, W) view) `chunk` rays at a time.
 
-    Only the per-ray outputs named in `keys` are kept, so the memory needed beyond the
-    outputs themselves is that of one chunk: an 800×800 view renders in the memory of
-    `chunk` rays.
+    Only the per-ray outputs (`rgb`, `depth`, `opacity`) are kept, so the memory needed beyond
+    them is that of one chunk: an 800×800 view renders in the memory of `chunk` rays. Raises
+    `ValueError` for a `chunk` below 1.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of rays, got {chunk}")
     shape = rays.shape
     flat = rays.reshape(-1)
-    pieces: dict[str, list[Tensor]] = {key: [] for key in keys}
+    rgb, depth, opacity = [], [], []
     for start in range(0, flat.shape[0], chunk):
         outputs = render_fn(flat[start : start + chunk])
-        for key in keys:
-            pieces[key].append(outputs[key])
-    return {key: torch.cat(parts).reshape(*shape, *parts[0].shape[1:]) for key, parts in pieces.items()}
+        rgb.append(outputs.rgb)
+        depth.append(outputs.depth)
+        opacity.append(outputs.opacity)
+    return RenderOutputs(
+        rgb=torch.cat(rgb).reshape(*shape, 3),
+        depth=torch.cat(depth).reshape(shape),
+        opacity=torch.cat(opacity).reshape(shape),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -116,11 +117,11 @@ class NeRFRenderer(nn.Module):
         if self.fine_field is None:
             return coarse
         with record_function("nerf.sampling"):
-            fine_edges = self.sampler.fine_edges(coarse_edges, coarse["weights"])
+            fine_edges = self.sampler.fine_edges(coarse_edges, coarse.weights)
         fine = self.render_samples(self.fine_field, rays, fine_edges)
-        fine["rgb_coarse"] = coarse["rgb"]
-        fine["field_evals_per_ray"] = fine["field_evals_per_ray"] + coarse["field_evals_per_ray"]
-        return fine
+        return dataclasses.replace(
+            fine, rgb_coarse=coarse.rgb, field_evals_per_ray=fine.field_evals_per_ray + coarse.field_evals_per_ray
+        )
 
     def update(self, step: int) -> bool:
         """A training step's sampler bookkeeping (the occupancy grid's refresh from the coarse
@@ -170,12 +171,10 @@ class NeRFRenderer(nn.Module):
         with record_function("nerf.compositing"), torch.autocast(device_type=edges.device.type, enabled=False):
             weights, _, _ = render_weights(density, deltas)
             ray_opacity = opacity(weights)
-            return {
-                "rgb": composite_onto_background(
-                    accumulate(weights, rgb), ray_opacity, self.background
-                ),
-                "depth": expected_depth(weights, depths),
-                "opacity": ray_opacity,
-                "weights": weights,
-                "field_evals_per_ray": evals,
-            }
+            return RenderOutputs(
+                rgb=composite_onto_background(accumulate(weights, rgb), ray_opacity, self.background),
+                depth=expected_depth(weights, depths),
+                opacity=ray_opacity,
+                weights=weights,
+                field_evals_per_ray=evals,
+            )

@@ -138,10 +138,10 @@ class LogViewImages(pl.Callback):
         writer = trainer.logger.experiment if trainer.logger is not None else None
         if outputs is None or not hasattr(writer, "add_image"):
             return
-        prediction, target = outputs["rgb"].float().clamp(0, 1), batch.rgb.float()
+        prediction, target = outputs.rgb.float().clamp(0, 1), batch.rgb.float()
         psnr = image_psnr(prediction, target)
         near, far = trainer.lightning_module.renderer.near, trainer.lightning_module.renderer.far
-        panel = view_panel(target, prediction, outputs["depth"], outputs["opacity"], near, far, f"prediction, {psnr:.2f} dB")
+        panel = view_panel(target, prediction, outputs.depth, outputs.opacity, near, far, f"prediction, {psnr:.2f} dB")
         writer.add_image(f"{split}/view_{batch.view}", panel, trainer.global_step, dataformats="HWC")
 
 

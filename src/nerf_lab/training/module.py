@@ -159,8 +159,8 @@ class NeRFLitModule(pl.LightningModule):
     def training_step(self, batch: RayBatch, batch_idx: int) -> torch.Tensor:
         self.update_sampler()
         outputs = self.renderer(batch.rays)
-        mse = F.mse_loss(outputs["rgb"], batch.rgb)
-        loss = mse + F.mse_loss(outputs["rgb_coarse"], batch.rgb) if "rgb_coarse" in outputs else mse
+        mse = F.mse_loss(outputs.rgb, batch.rgb)
+        loss = mse if outputs.rgb_coarse is None else mse + F.mse_loss(outputs.rgb_coarse, batch.rgb)
         # Logged tensors are only read (a device sync) when the logger or the bar writes them.
         # sync_dist: with data-parallel ranks the logged values are means over all of them.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
@@ -168,8 +168,8 @@ class NeRFLitModule(pl.LightningModule):
         not_finite = ~torch.isfinite(loss.detach())
         flag = self.loss_was_not_finite
         self.loss_was_not_finite = not_finite if flag is None else flag | not_finite
-        self.log("train/field_evals_per_ray", outputs["field_evals_per_ray"].float(), sync_dist=True)
-        self.last_field_evals_per_ray = outputs["field_evals_per_ray"].detach()
+        self.log("train/field_evals_per_ray", outputs.field_evals_per_ray.float(), sync_dist=True)
+        self.last_field_evals_per_ray = outputs.field_evals_per_ray.detach()
         for name, value in self.renderer.sampler.statistics().items():
             self.log(f"train/{name}", value, sync_dist=True)
         return loss
@@ -217,7 +217,7 @@ class NeRFLitModule(pl.LightningModule):
     def _render_for_scoring(self, batch: ViewBatch) -> tuple[RenderOutputs, torch.Tensor, torch.Tensor]:
         """A whole view, and (prediction, target) as float32 image batches for torchmetrics."""
         outputs = self.render_view(batch)
-        return outputs, _to_image_batch(outputs["rgb"].clamp(0, 1)), _to_image_batch(batch.rgb)
+        return outputs, _to_image_batch(outputs.rgb.clamp(0, 1)), _to_image_batch(batch.rgb)
 
     def validation_step(self, batch: ViewBatch, batch_idx: int) -> RenderOutputs:
         outputs, prediction, target = self._render_for_scoring(batch)
