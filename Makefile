@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # (a bare `pip install torch` pulls a CUDA build of several GB).
 TORCH ?= torch==2.13.0
 ARGS ?=
-STUDIES := ablation_encoding ablation_depth ablation_samples ablation_lr ablation_occupancy ablation_encoding_grid original_800_pe_only
+STUDIES := ablation_encoding ablation_depth ablation_samples ablation_lr ablation_occupancy ablation_encoding_grid ablation_two_pass_occupied original_800_pe_only
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep test test-unit test-full bench report tensorboard clean clean-cache $(STUDIES)

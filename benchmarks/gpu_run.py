@@ -5,7 +5,7 @@
     python benchmarks/gpu_run.py white [--toy] [--out DIR]
     python benchmarks/gpu_run.py fast [--toy] [--out DIR]
 
-study: 1. the `gpu` tests → 1_gpu_tests.txt; 2. nerf_lab.bench of experiment=paper_lego, eager,
+study: 1. the `gpu` tests → 1_gpu_tests.txt; 2. nerf_lab.bench of experiment=paper_lego sampling=hierarchical (the paper's dense samples), eager,
 compiled and with the occupancy grid (two passes) → 2_bench_{eager,compile,grid}.json; 3. the
 white-minimum study, experiment=original_800_pe_only (800 px, no centre crop, dense), γ(p) alone
 (3_white_pe/) then γ(p) + xyz (3_white_pe_raw/), one after the other with the same steps, each
@@ -17,8 +17,8 @@ the other, each of 3 seeds training at once on the GPU (one step: the seeds shar
 planned at a third of its bench's speed), 800 px, no centre crop, dense: the original model with
 γ(p) alone, then with γ(p) + xyz, then the paper's model with γ(p) alone → 2_white_<arm>_seed<n>/;
 3. the report → 3_white_report/, and per arm the runs stuck in the white minimum.
-paper: 1. nerf_lab.bench of experiment=paper_lego, eager and compiled → 1_bench_{eager,compile}.json;
-2. experiment=paper_lego for 4.5 minutes of training (less if the clock is short) on the path
+paper: 1. nerf_lab.bench of experiment=paper_lego sampling=hierarchical, eager and compiled → 1_bench_{eager,compile}.json;
+2. that config for 4.5 minutes of training (less if the clock is short) on the path
 that trains more steps, then its test over the 25 test views → 2_paper/; 3. its report →
 3_paper_report/.
 fast: 1. nerf_lab.bench of experiment=ngp_lego at 800 px (hash grid, fine steps through the
@@ -117,6 +117,9 @@ WHITE_ARMS = [
     ("lite_pe_raw", "original_lite_800_pe_only", "pe_raw", "the original study's model, γ(p) + xyz"),
     ("paper_pe", "original_800_pe_only", "pe", "the paper's model, γ(p) alone"),
 ]
+# experiment=paper_lego with the paper's dense 64 + 128 samples, as the H200 figures of 2026-12-04
+# were measured (its default is now sampling=occupied_two_pass, which the fast part benches).
+PAPER_DENSE = ["experiment=paper_lego", "sampling=hierarchical"]
 # The original study's model as the bench's overrides of experiment=paper_lego (n_f: no fine
 # pass, also at toy sizes).
 LITE = ["model=original_lite", "sampling=original_lite", "optim=original_lite", "data.batch_rays=512", "sampling.n_f=0"]
@@ -148,7 +151,8 @@ def bench(
     overrides into `file`; note its figures; return them with the start-up its wall time gives,
     or None if it gave none."""
     json_path = part.out / file
-    overrides = merged([f"experiment={experiment}"], mode[size_key], mode["bench"], extra,
+    base = PAPER_DENSE if experiment == "paper_lego" else [f"experiment={experiment}"]
+    overrides = merged(base, mode[size_key], mode["bench"], extra,
                        [f"bench.json_path={json_path}", f"hydra.run.dir={part.work / name}"])
     started = time.monotonic()
     status = part.run_step(name, python_command("nerf_lab.bench", *overrides), limit(part, name, own, keep_s))
@@ -351,7 +355,7 @@ def paper(part: Part, mode: dict, toy: bool) -> None:
     part.note(f"- paper recipe: {plan.train_s:.0f} s training{short}, {plan.max_steps} steps at "
               f"{plan.steps_per_s:.2f} steps/s ({variant}), then the 25 test views")
     run_dir = part.work / "paper" / "0_paper_lego"
-    overrides = ["experiment=paper_lego", *mode["size"], "data.test_views=null", f"compile={str(compile_run).lower()}",
+    overrides = [*PAPER_DENSE, *mode["size"], "data.test_views=null", f"compile={str(compile_run).lower()}",
                  *plan.overrides()]
     metrics = train_run(part, "2_paper", run_dir, overrides, limit(part, "paper", plan.limit_s))
     if metrics:
