@@ -259,14 +259,37 @@ def test_early_termination_skips_the_samples_behind_the_surface_and_changes_the_
     assert float(stopped.field_evals_per_ray) < bound * float(full.field_evals_per_ray)
 
 
-def test_the_render_chunk_estimate_of_the_paper_model_is_its_fine_pass():
-    """What `sampling.chunk=null` sizes chunks by (hardware.render_chunk): the largest pass's
-    points a ray (64 + 128) at 4 · (63 + 4 · 256) bytes a point, the encoded input and four
-    activations of the widest layer in float32; and the FLOPs of a ray are the two fields'."""
-    def paper_field():
-        return NeRFField(PositionalEncoding(10), PositionalEncoding(4, include_input=False), depth=8, width=256, skips=(4,))
+class PassCounter(CountingShell):
+    """The shell, recording each call's points a ray (one call a pass) and holding one byte a
+    point, so that a ray's activation estimate is the points of the pass it counts."""
 
-    model = renderer(paper_field(), paper_field(), 64, 128, 2.0, 6.0)
-    assert model.activation_bytes_per_ray() == 192 * 4 * (63 + 4 * 256) == 834_816
-    per_point = model.coarse_field.training_flops_per_point()
-    assert model.training_flops_per_ray() == 64 * per_point + 192 * per_point
+    def __init__(self):
+        super().__init__()
+        self.per_ray = []
+
+    def forward(self, positions, directions=None):
+        self.per_ray.append(positions.shape[1])
+        return super().forward(positions, directions)
+
+    def activation_bytes_per_point(self):
+        return 1
+
+
+@pytest.mark.parametrize(
+    "n_coarse, n_fine, fine_union", [(64, 0, True), (64, 128, True), (256, 32, False)],
+    ids=["one pass", "the paper's 64 + 128", "256 coarse, 32 fine alone"],
+)
+def test_the_render_chunk_estimate_counts_the_largest_pass_the_renderer_sends(n_coarse, n_fine, fine_union):
+    """What `sampling.chunk=null` sizes chunks by (hardware.render_chunk): a ray's points in the
+    largest pass the renderer actually evaluates, at the field's bytes a point: the fine pass's
+    coarse + fine samples in the paper's sampling, the coarse pass's when the fine one has its
+    own few samples."""
+    coarse = PassCounter()
+    fine = PassCounter() if n_fine else None
+    model = renderer(coarse, fine, n_coarse, n_fine, 2.0, 6.0)
+    model.sampler.fine_union = fine_union
+    rays = RayBundle(torch.tensor([[0.0, 0.0, -4.0]]).expand(6, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(6, 3))
+    model.eval()(rays)
+    sent = coarse.per_ray + (fine.per_ray if fine is not None else [])
+    assert len(sent) == (2 if n_fine else 1)
+    assert model.activation_bytes_per_ray() == max(sent)
