@@ -51,3 +51,21 @@ def test_lego_training_cameras_look_at_the_scene_centre():
     closest = rays.origins - (rays.origins * direction).sum(-1, keepdim=True) * direction
     assert len(poses) == 100
     assert closest.norm(dim=-1).max() < 0.5
+
+
+def test_a_views_rays_are_the_same_under_bf16_autocast():
+    """nerf_lab.render and the orbit build a view's rays inside the bf16 autocast they render
+    in (precision=auto on a GPU or a CPU with AMX): the directions must stay float32 and equal,
+    bit for bit, to those built outside it. (A matrix product under autocast rounds to bfloat16:
+    a direction off by up to 2⁻⁹ of its length, a few pixels at 800 px.)"""
+    angle = torch.tensor(0.3)
+    pose = torch.eye(4)
+    pose[:3, :3] = torch.tensor(
+        [[torch.cos(angle), 0.0, torch.sin(angle)], [0.0, 1.0, 0.0], [-torch.sin(angle), 0.0, torch.cos(angle)]]
+    )
+    pose[:3, 3] = torch.tensor([0.5, -1.0, 4.0])
+    plain = image_rays(pose, 1111.1, 40, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = image_rays(pose, 1111.1, 40, 50)
+    assert under.directions.dtype == torch.float32
+    assert torch.equal(under.directions, plain.directions) and torch.equal(under.origins, plain.origins)

@@ -68,6 +68,9 @@ def camera_rays(
 
     The pixel arithmetic is done in the dtype of `rows` (the default dtype for integer rows),
     with the intrinsics rounded to it, so a centred camera gives `pixel_rays`' rays bit for bit.
+    The rotation is applied in the poses' dtype whatever the autocast context: under bf16
+    autocast a matrix product would round the directions to bfloat16 (8 bits of mantissa, a
+    few pixels' error at 800 px), and rendering a view inside one must not move its rays.
     """
     dtype = rows.dtype if rows.is_floating_point() else torch.get_default_dtype()
     k = intrinsics.to(device=rows.device, dtype=dtype)
@@ -75,7 +78,8 @@ def camera_rays(
     y = -(rows + 0.5 - k[..., 3]) / k[..., 1]
     camera_dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1).to(poses.dtype)
     rotation = poses[..., :3, :3]
-    directions = (rotation @ camera_dirs[..., None])[..., 0]
+    with torch.autocast(device_type=poses.device.type, enabled=False):
+        directions = (rotation @ camera_dirs[..., None])[..., 0]
     origins = poses[..., :3, 3].expand_as(directions)
     return RayBundle(origins, directions)
 
