@@ -150,3 +150,17 @@ def test_the_warning_measures_this_devices_rate(tmp_path):
     assert "GFLOP/s that is at least" in long_run_warning(cfg, model, torch.device("cpu"), torch.float32)
     few, model = _tiny(tmp_path, "trainer.max_steps=3")
     assert long_run_warning(few, model, torch.device("cpu"), torch.float32) is None
+
+
+def test_measuring_the_devices_rate_draws_nothing_from_the_runs_random_stream(tmp_path):
+    """A long run measures the device before its first step; its random draws after that
+    (stratified samples, ray batches) must be those of a run that did not: the measurement
+    leaves torch's global generator where it found it."""
+    from nerf_lab.analysis.benchmarking import long_run_warning
+
+    cfg, model = _tiny(tmp_path, "trainer.max_steps=1000000000")
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    assert long_run_warning(cfg, model, torch.device("cpu"), torch.float32) is not None  # it did measure
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)

@@ -117,9 +117,14 @@ class ProfileSteps(pl.Callback):
 
 
 def matmul_throughput(rows: int, width: int, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
-    """FLOP/s of one (rows × width) @ (width × width) product, the shape of a hidden layer."""
-    a = torch.randn(rows, width, device=device, dtype=dtype)
-    b = torch.randn(width, width, device=device, dtype=dtype)
+    """FLOP/s of one (rows × width) @ (width × width) product, the shape of a hidden layer.
+
+    The operands come from a generator of their own: a training run measures this before its
+    first step (`long_run_warning`, only when the run is long), and drawing them from torch's
+    global generator would shift every random draw of the run after it."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(rows, width, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(width, width, device=device, dtype=dtype, generator=generator)
     for _ in range(3):
         a @ b
     synchronise(device)
