@@ -49,6 +49,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -145,14 +146,13 @@ def merged(*overrides: list[str]) -> list[str]:
 
 def bench(
     part: Part, mode: dict, name: str, file: str, extra: list[str], own: float, keep_s: float,
-    experiment: str = "paper_lego", size_key: str = "size",
+    config: Sequence[str] = PAPER_DENSE, size_key: str = "size",
 ) -> Measured | None:
-    """Run nerf_lab.bench of `experiment` (the paper's config) at `mode[size_key]` with `extra`
+    """Run nerf_lab.bench of `config` (the paper's, dense) at `mode[size_key]` with `extra`
     overrides into `file`; note its figures; return them with the start-up its wall time gives,
     or None if it gave none."""
     json_path = part.out / file
-    base = PAPER_DENSE if experiment == "paper_lego" else [f"experiment={experiment}"]
-    overrides = merged(base, mode[size_key], mode["bench"], extra,
+    overrides = merged(list(config), mode[size_key], mode["bench"], extra,
                        [f"bench.json_path={json_path}", f"hydra.run.dir={part.work / name}"])
     started = time.monotonic()
     status = part.run_step(name, python_command("nerf_lab.bench", *overrides), limit(part, name, own, keep_s))
@@ -376,7 +376,7 @@ def fast(part: Part, mode: dict, toy: bool) -> None:
     limits = mode["ngp_limits"]
     two_pass_s = limits["bench_two_pass"]
     ngp = bench(part, mode, "bench_ngp", "1_bench_ngp.json", mode["ngp_bench"], limits["bench_ngp"],
-                keep_s=mode["ngp_train_s"] + two_pass_s, experiment="ngp_lego", size_key="ngp_size")
+                keep_s=mode["ngp_train_s"] + two_pass_s, config=["experiment=ngp_lego"], size_key="ngp_size")
     # The two-pass bench and the report come after the training: their time is kept from it.
     report_s = min(limits["ngp_report"], 0.1 * part.left_s())
     chosen = best_plan(part.left_s() - two_pass_s - report_s, {"eager": ngp}, 1, 25, mode["validations"],
