@@ -79,15 +79,17 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     occupied_fraction = module.renderer.sampler.statistics().get("occupied_fraction")
     occupied = None if occupied_fraction is None else float(occupied_fraction)
     measured = evals_per_ray if math.isfinite(evals_per_ray) else None
-    flops = cfg.data.batch_rays * module.renderer.training_flops_per_ray(measured)
+    batch_rays = datamodule.batch_rays
+    flops = batch_rays * module.renderer.training_flops_per_ray(measured)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     # The bound: a hidden layer's matrix product at this step's shape (points × width²).
-    peak = matmul_throughput(cfg.data.batch_rays * cfg.sampling.n_c, cfg.model.width, device, dtype)
+    points = batch_rays * module.renderer.sampler.n_coarse
+    peak = matmul_throughput(points, module.renderer.hidden_width, device, dtype)
     results = {
         "device": device_description(device),
         "precision": precision,
         "train_steps_per_s": round(steps_per_s, 3),
-        "train_rays_per_s": round(steps_per_s * cfg.data.batch_rays),
+        "train_rays_per_s": round(steps_per_s * batch_rays),
         "field_evals_per_ray": round(evals_per_ray, 2),
         "occupied_fraction": None if occupied is None else round(occupied, 4),
         "render_s_per_view": round(render_seconds, 4),

@@ -91,6 +91,19 @@ def test_field_widths_follow_the_encodings_and_skips():
     assert no_raw.trunk[0].in_features == 60 and len(no_raw.trunk) == 4
 
 
+@pytest.mark.parametrize("kind", ["nerf", "ngp"])
+def test_the_hidden_width_the_bench_measures_is_the_fields_own(kind):
+    # The bench and the long-run warning time a (points × width) @ (width × width) product at
+    # this width, read from the field, not from a config key a user's model may not have.
+    if kind == "nerf":
+        field = NeRFField(PositionalEncoding(4), PositionalEncoding(2), depth=3, width=96, skips=(), view_dependent=True)
+    else:
+        from nerf_lab.nerf.ngp_field import NGPField
+
+        field = NGPField(PositionalEncoding(4), PositionalEncoding(2), width=48, n_geometry_features=15)
+    assert renderer(field, None, 8, 0, 2.0, 6.0).hidden_width == (96 if kind == "nerf" else 48)
+
+
 def test_view_dependent_colour_changes_with_direction_and_position_only_does_not():
     torch.manual_seed(0)
     points = torch.rand(16, 3).expand(2, 16, 3)

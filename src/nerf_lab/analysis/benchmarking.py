@@ -200,8 +200,7 @@ def long_run_warning(cfg: Any, model: NeRFRenderer, device: torch.device, dtype:
     if rate is None:
         if flops["total"] < LONG_RUN_S * SLOWEST_RATE:
             return None
-        width = int(cfg.model.get("width", 128)) if "model" in cfg else 128
-        rate = matmul_throughput(min(cfg.data.batch_rays * 64, 16384), width, device, dtype, repeats=5)
+        rate = matmul_throughput(min(cfg.data.batch_rays * 64, 16384), model.hidden_width, device, dtype, repeats=5)
     seconds = flops["total"] / rate
     if seconds <= LONG_RUN_S:
         return None

@@ -93,6 +93,12 @@ class NeRFRenderer(nn.Module):
         for field in self.fields:
             field.compile()
 
+    @property
+    def hidden_width(self) -> int:
+        """Units of the coarse field's widest linear layer: the (points × width) @ (width × width)
+        product whose rate bounds a step (`nerf_lab.analysis.benchmarking.matmul_throughput`)."""
+        return max(layer.out_features for layer in self.coarse_field.modules() if isinstance(layer, nn.Linear))
+
     def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> int | float:
         """The fields' floating-point work for one ray in a training step: `n_coarse` points
         through the coarse field, and the fine pass's (`sampler.fine_samples_per_ray`) through
