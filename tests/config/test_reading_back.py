@@ -116,3 +116,27 @@ def test_a_recorded_value_of_the_wrong_type_is_refused_in_one_line(tmp_path, key
         load_trained(path)
     message = str(caught.value)
     assert expected in message and str(path) in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("direction", ["sh", "pe"])
+def test_the_direction_encodings_choice_is_stored_and_rebuilt(tmp_path, direction):
+    # encoding/direction is a group of its own inside the encoding options: a run's checkpoint
+    # stores its choice, and the run is rebuilt with it (the colour layer's width follows:
+    # 16 spherical harmonics against 24 values of γ(d), so the weights load only into the
+    # right one).
+    from hydra import compose, initialize_config_dir
+
+    from nerf_lab.config.build import CONF_DIR
+    from nerf_lab.config.stored import run_choices
+    from nerf_lab.nerf.encoding import PositionalEncoding, SphericalHarmonicsEncoding
+    from nerf_lab.runs.checkpoints import load_trained
+
+    overrides = ["model.view_dependent=true", f"encoding/direction={direction}"]
+    checkpoint = _checkpoint(tmp_path, *overrides, choices=False)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        checkpoint["hyper_parameters"]["choices"] = run_choices(compose("train", [*FAST_OVERRIDES, *overrides], return_hydra_config=True))
+    assert checkpoint["hyper_parameters"]["choices"]["encoding/direction"] == direction
+    field = load_trained(_save(checkpoint, tmp_path)).module.renderer.coarse_field
+    expected = SphericalHarmonicsEncoding if direction == "sh" else PositionalEncoding
+    assert type(field.direction_encoding) is expected
+    assert field.direction_encoding.out_dim == (16 if direction == "sh" else 24)

@@ -1,9 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from nerf_lab.nerf.encoding import PositionalEncoding
+from nerf_lab.nerf.encoding import PositionalEncoding, SphericalHarmonicsEncoding
+from nerf_lab.nerf.parameters import ParameterError
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,48 @@ def test_zero_frequencies_with_raw_input_is_the_identity():
 def test_an_empty_encoding_is_refused():
     with pytest.raises(ValueError, match="n_freqs=0 without the raw input encodes nothing"):
         PositionalEncoding(0, include_input=False)
+
+
+def _unit_directions(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_spherical_harmonics_satisfy_the_addition_theorem(degree):
+    # Σ_m Y_l^m(d)² = (2l + 1) / 4π for every unit d and every band l.
+    encoding = SphericalHarmonicsEncoding(degree)
+    values = encoding(_unit_directions(200))
+    assert encoding.out_dim == degree**2 and values.shape == (200, degree**2)
+    for band in range(degree):
+        in_band = values[:, band**2 : (band + 1) ** 2]
+        torch.testing.assert_close(in_band.square().sum(-1), torch.full((200,), (2 * band + 1) / (4 * math.pi), dtype=torch.float64))
+
+
+def test_spherical_harmonics_are_orthonormal_on_the_sphere():
+    # ∫ Y_i Y_j dΩ = δ_ij, by Gauss–Legendre in cos θ (exact for these polynomials) times the
+    # trapezoid rule in φ (exact for trigonometric polynomials of degree < the points).
+    nodes, weights = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(8))
+    phi = torch.arange(16, dtype=torch.float64) * (2 * math.pi / 16)
+    cos_t, phi_grid = torch.meshgrid(nodes, phi, indexing="ij")
+    sin_t = (1 - cos_t**2).sqrt()
+    d = torch.stack([sin_t * phi_grid.cos(), sin_t * phi_grid.sin(), cos_t], dim=-1).reshape(-1, 3)
+    w = (weights[:, None] * (2 * math.pi / 16)).expand(8, 16).reshape(-1)
+    values = SphericalHarmonicsEncoding(4)(d)
+    gram = values.T @ (values * w[:, None])
+    torch.testing.assert_close(gram, torch.eye(16, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_spherical_harmonics_values_at_the_pole():
+    # At d = +z only the m = 0 functions are non-zero: Y_l^0 = √((2l + 1) / 4π).
+    values = SphericalHarmonicsEncoding(4)(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64))[0]
+    expected = torch.zeros(16, dtype=torch.float64)
+    for band in range(4):
+        expected[band**2 + band] = math.sqrt((2 * band + 1) / (4 * math.pi))
+    torch.testing.assert_close(values, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("degree", [0, 5, True])
+def test_a_spherical_harmonics_degree_out_of_range_names_the_parameter(degree):
+
+    with pytest.raises(ParameterError, match="degree"):
+        SphericalHarmonicsEncoding(degree)

@@ -34,7 +34,9 @@ from nerf_lab.errors import ConfigError, NerfLabError
 # Hydra's instantiation keys: the stored ones are never taken.
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_args_", "_convert_", "_recursive_"})
 # The groups a run's choices are stored for (Hydra's own, `hydra/...`, are not).
-GROUPS = ("data", "encoding", "model", "sampling", "optim", "trainer", "logger", "callbacks", "paths", "experiment")
+GROUPS = (
+    "data", "encoding", "encoding/direction", "model", "sampling", "optim", "trainer", "logger", "callbacks", "paths", "experiment",
+)
 # Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
 INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
 CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]

@@ -65,3 +65,69 @@ class PositionalEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_freqs={self.n_freqs}, include_input={self.include_input}, out_dim={self.out_dim}"
+
+
+# Most degrees `SphericalHarmonicsEncoding` has (bands l = 0 … 3, 16 functions), as the
+# instant-ngp NeRF uses them.
+MAX_SH_DEGREE = 4
+
+
+class SphericalHarmonicsEncoding(nn.Module):
+    """The real spherical harmonics Y_l^m(d) of a unit view direction d = (x, y, z), bands
+    l = 0 … `degree` − 1, m = −l … l: `degree`² values (16 at degree 4), the direction encoding
+    of instant-ngp (Müller et al. 2022, section 5.4; the polynomials and their order, with the
+    Condon–Shortley sign on odd m, are those of tiny-cuda-nn and Plenoxels):
+
+        l = 0:  1 / (2√π)
+        l = 1:  −√(3/4π)·y,  √(3/4π)·z,  −√(3/4π)·x
+        l = 2:  ½√(15/π)·xy,  −½√(15/π)·yz,  ¼√(5/π)·(3z² − 1),  −½√(15/π)·xz,  ¼√(15/π)·(x² − y²)
+        l = 3:  the seven cubics in `forward`.
+
+    They are orthonormal on the sphere (∫ Y_i Y_j dΩ = δ_ij), and each band's squares sum to
+    (2l + 1) / 4π for every unit d (the addition theorem), which the tests check. Against γ(d)
+    at L = 4 (24 values of sines and cosines of the direction's coordinates), the 16 values are
+    smooth on the sphere and of bounded band: what the small colour MLP of model=ngp reads.
+
+    Input (*batch, 3), unit vectors (the renderer passes normalised directions); output
+    (*batch, degree²). Raises `ParameterError` naming `degree` outside [1, 4].
+    """
+
+    def __init__(self, degree: int = 4, in_dim: int = 3) -> None:
+        super().__init__()
+        require(is_int(degree) and 1 <= degree <= MAX_SH_DEGREE, "degree", degree, f"an integer in [1, {MAX_SH_DEGREE}] (bands l = 0 … degree − 1)")
+        require(in_dim == 3, "in_dim", in_dim, "3 (spherical harmonics encode 3-D unit directions)")
+        self.degree = degree
+        self.in_dim = 3
+
+    @property
+    def out_dim(self) -> int:
+        return self.degree**2
+
+    def forward(self, d: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch out_dim"]:
+        x, y, z = d.unbind(-1)
+        bands = [torch.full_like(x, 0.28209479177387814)]
+        if self.degree > 1:
+            bands += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+        if self.degree > 2:
+            xx, yy, zz = x * x, y * y, z * z
+            bands += [
+                1.0925484305920792 * x * y,
+                -1.0925484305920792 * y * z,
+                0.94617469575755997 * zz - 0.31539156525251999,
+                -1.0925484305920792 * x * z,
+                0.54627421529603959 * (xx - yy),
+            ]
+        if self.degree > 3:
+            bands += [
+                0.59004358992664352 * y * (yy - 3 * xx),
+                2.8906114426405538 * x * y * z,
+                0.45704579946446572 * y * (1 - 5 * zz),
+                0.3731763325901154 * z * (5 * zz - 3),
+                0.45704579946446572 * x * (1 - 5 * zz),
+                1.4453057213202769 * z * (xx - yy),
+                0.59004358992664352 * x * (3 * yy - xx),
+            ]
+        return torch.stack(bands, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"degree={self.degree}, out_dim={self.out_dim}"

@@ -32,6 +32,7 @@ STUDY_KEYS: tuple[str, ...] = (
     "encoding.position.include_input",
     "encoding.direction.n_freqs",
     "encoding.direction.include_input",
+    "encoding.direction.degree",
     "sampling.n_c",
     "sampling.n_f",
     "sampling.perturb",
@@ -43,7 +44,7 @@ STUDY_KEYS: tuple[str, ...] = (
     "seed",
 )
 # Config groups whose choice (`model=tiny`) is a knob of its own.
-CHOICE_GROUPS = ("experiment", "model", "encoding", "sampling", "optim", "data", "trainer")
+CHOICE_GROUPS = ("experiment", "model", "encoding", "encoding/direction", "sampling", "optim", "data", "trainer")
 # Overrides that say where things are, not what the experiment is.
 NOT_KNOBS = ("paths.", "data.scene_dir", "data.cache_dir", "ckpt_path", "hydra.", "trainer.enable_progress_bar")
 # (tag, column title): the columns of the HPARAMS table, in order; the tab ticks the first five.
