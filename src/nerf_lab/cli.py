@@ -26,7 +26,7 @@ from nerf_lab.config.resolvers import release_claims
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.runs.hydra_callbacks import command_keys, write_summary
 from nerf_lab.runs.records import record_failure
-from nerf_lab.runs.stops import RunInterrupted
+from nerf_lab.runs.stops import RunInterrupted, requeue_if_preempted
 
 log = logging.getLogger("nerf_lab")
 T = TypeVar("T")
@@ -139,7 +139,8 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     SIGTERM or SIGINT (`RunInterrupted`) records where it stopped and how to resume it, and
     exits 128 + the signal (143 for SIGTERM, 130 for SIGINT); in a sequential sweep the sweep
     stops there, with its summary; where each job has a process of its own (joblib, submitit)
-    only that job stops. A job of a sweep
+    only that job stops. A submitit job stopped by its pre-emption signal is requeued, and
+    resumes (`nerf_lab.runs.stops.requeue_if_preempted`). A job of a sweep
     that fails (bad value, diverged loss, a bug) is reported and returns None, so the other
     jobs still run; the sweep's summary lists it as failed and the sweep exits non-zero.
     """
@@ -154,6 +155,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     except RunInterrupted as stop:
         record_failure(run_dir, stop)
         print(f"stopped: {stop}", file=sys.stderr)
+        requeue_if_preempted(stop)  # pre-empted in a submitit job: requeued to resume, and the process exits
         if hydra_config.mode == RunMode.MULTIRUN and not _in_the_sweeps_process(hydra_config):
             return None  # a job in a process of its own (joblib, submitit): recorded; the others go on
         if hydra_config.mode == RunMode.MULTIRUN:

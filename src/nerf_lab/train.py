@@ -21,7 +21,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -42,6 +42,7 @@ from nerf_lab.runs.stops import (
     StopSignals,
     command_overrides,
     interrupted,
+    preempted_checkpoint,
     stop_signals,
 )
 from nerf_lab.training.tensorboard import describe_run, log_run_figures
@@ -69,7 +70,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
     way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.runs.stops`)."""
     prepared = take_prepared(cfg)  # what the check before the run built, if it ran
-    if prepared is not None:
+    preempted = None if cfg.ckpt_path else preempted_checkpoint(Path(cfg.paths.output_dir))
+    if preempted is not None:  # a submitit job requeued after pre-emption: the run goes on
+        log.info("resuming the run in %s, stopped by pre-emption, from %s", cfg.paths.output_dir, preempted)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(preempted)
+    if prepared is not None and preempted is None:
         run, resume = prepared.run, prepared.resume
     else:
         run = build_run(cfg)

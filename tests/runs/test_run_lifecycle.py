@@ -203,21 +203,42 @@ def test_a_sweep_into_a_folder_that_holds_a_sweep_is_refused(tmp_path, cache_dir
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["multirun.yaml"]
 
 
-@pytest.mark.slow  # a sweep of two jobs through submitit
-@pytest.mark.parametrize("signal_name", ["SIGUSR2", pytest.param("SIGTERM", marks=pytest.mark.slow)])
-def test_a_submitit_job_sent_a_stop_is_recorded_interrupted_and_the_sweep_summarised(tmp_path, cache_dir, tests_on_path, signal_name):
-    """submitit ignores SIGTERM in its jobs and acts on SIGUSR2 (pre-emption's and time-out's
-    signal); while a run trains, nerf_lab's handler owns both, as SIGTERM in a run."""
-    result = run_command(
+def _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, signal_name):
+    return run_command(
         "nerf_lab.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *QUICK, "trainer.max_steps=6",
         "test=false", "seed=0,1", "+callbacks.stop._target_=recording_callbacks.SignalAt", "+callbacks.stop.step=3",
         f"+callbacks.stop.signal={signal_name}", "+callbacks.stop.job=1", "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
     )
+
+
+@pytest.mark.slow  # a sweep of two jobs through submitit
+def test_a_submitit_job_sent_sigterm_is_recorded_interrupted_and_the_sweep_summarised(tmp_path, cache_dir, tests_on_path):
+    """submitit ignores SIGTERM in its jobs; while a run trains, nerf_lab's handler owns it,
+    as SIGTERM in a run: the job stops after the step, recorded, and is not requeued."""
+    result = _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, "SIGTERM")
     assert result.returncode == 1, result.stderr[-3000:]
     jobs = read_sweep(tmp_path / "sweep")
     assert [job.status for job in jobs] == ["completed", "interrupted"]
-    assert f"interrupted by {signal_name} at step 3" in jobs[1].error
+    assert "interrupted by SIGTERM at step 3" in jobs[1].error
     assert torch.load(jobs[1].path / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.slow  # a sweep of two jobs through submitit, one of them twice
+def test_a_preempted_submitit_job_is_requeued_and_resumes_where_it_stopped(tmp_path, cache_dir, tests_on_path):
+    """SIGUSR2 is submitit's pre-emption and time-out signal (SLURM sends it before it takes a
+    node back): the run stops after the step with last.ckpt and its record, submitit requeues
+    the job with its first arguments, and the requeued job resumes the run from that
+    checkpoint into the same folder. Had it started again from step 0, the callback would stop
+    it at step 3 again, and again."""
+    result = _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, "SIGUSR2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = read_sweep(tmp_path / "sweep")
+    assert [job.status for job in jobs] == ["completed", "completed"]
+    assert [job.metrics["steps"] for job in jobs] == [6, 6]
+    assert not (jobs[1].path / "error.txt").exists()  # the stop's record went when the run went on
+    logs = "".join(path.read_text(errors="replace") for path in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
+    assert logs.count("interrupted by SIGUSR2 at step 3") == 1  # stopped once, requeued once
+    assert "resuming the run in" in logs and f"{jobs[1].path.name}/checkpoints/last.ckpt" in logs
 
 
 class _CrashAt:

@@ -22,10 +22,14 @@ Who owns which signal:
   which `nerf_lab.cli.run_task` records.
 * In a job of the submitit launcher (SLURM, or `submitit_local`): submitit installs its
   handlers when the job starts: it ignores SIGTERM, and on pre-emption's or time-out's signal
-  (SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` says otherwise) it would requeue the job with its
-  first arguments and exit mid-step. While a run trains, ours replace them: SIGTERM, SIGINT
-  and that signal stop the run as above, recorded as interrupted with the command that resumes
-  it; the job then ends (not requeued) and the sweep's summary lists it.
+  (SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` says otherwise) it requeues the job with its
+  first arguments and exits, mid-step if nothing else handles the signal. While a run trains,
+  ours replace them: SIGTERM, SIGINT and that signal stop the run as above, recorded as
+  interrupted with the command that resumes it. After SIGTERM or SIGINT the job then ends (not
+  requeued) and the sweep's summary lists it. After the pre-emption signal, the stop is handed
+  to submitit's handler once the run's record is written (`requeue_if_preempted`), which
+  requeues the job; the requeued job finds its folder's run interrupted and resumes it from
+  its `last.ckpt` (`preempted_checkpoint`), into the same folder, as a resume by hand would.
 * SIGKILL (`kill -9`, out of memory) cannot be caught: the run keeps the `last.ckpt` written
   last (every `callbacks.last_checkpoint.every_n_train_steps` steps, every
   `callbacks.timed_checkpoint.train_time_interval`, and at each validation).
@@ -46,6 +50,8 @@ from types import FrameType
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from nerf_lab.runs.records import read_run
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -108,13 +114,45 @@ class StopSignals:
             raise RunInterrupted(signum, 0 if trainer is None else trainer.global_step, "")
 
 
-def _signals_to_handle() -> tuple[int, ...]:
-    """SIGTERM and SIGINT; in a submitit job (`SUBMITIT_EXECUTOR` set) also its pre-emption signal."""
+def preemption_signal() -> int | None:
+    """submitit's pre-emption and time-out signal in a submitit job (`SUBMITIT_EXECUTOR` set):
+    SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` names another; None outside such a job, or where
+    that signal is one of the stop signals."""
     if not os.environ.get("SUBMITIT_EXECUTOR"):
-        return STOP_SIGNALS
+        return None
     name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
     preempt = getattr(signal, name, None)
-    return STOP_SIGNALS if preempt is None or preempt in STOP_SIGNALS else (*STOP_SIGNALS, preempt)
+    return None if preempt is None or preempt in STOP_SIGNALS else int(preempt)
+
+
+def _signals_to_handle() -> tuple[int, ...]:
+    """SIGTERM and SIGINT; in a submitit job also its pre-emption signal."""
+    preempt = preemption_signal()
+    return STOP_SIGNALS if preempt is None else (*STOP_SIGNALS, preempt)
+
+
+def requeue_if_preempted(stop: RunInterrupted) -> None:
+    """After a run stopped by submitit's pre-emption signal has written its record: call the
+    handler submitit installed for that signal (back in place once `stop_signals` has ended),
+    which requeues the job with its first arguments and exits the process. Returns (doing
+    nothing) for any other stop, outside a submitit job, and where no handler of submitit's is
+    installed (the job cannot be requeued: it ends interrupted, as after SIGTERM)."""
+    if stop.signum != preemption_signal():
+        return
+    handler = signal.getsignal(stop.signum)
+    if callable(handler) and getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":
+        handler(stop.signum, None)
+
+
+def preempted_checkpoint(run_dir: Path) -> Path | None:
+    """In a submitit job, the `last.ckpt` to resume from when `run_dir` holds a run that was
+    interrupted (its `error.txt` says so) and has one: the job was requeued after pre-emption
+    and starts again with its first arguments. None outside a submitit job, for a new folder,
+    a finished or failed run, or one without `last.ckpt`."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not os.environ.get("SUBMITIT_EXECUTOR") or not last.is_file() or not (run_dir / ".hydra").is_dir():
+        return None
+    return last if read_run(run_dir).status == "interrupted" else None
 
 
 @contextmanager
