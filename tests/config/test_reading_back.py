@@ -76,6 +76,7 @@ READ_BACK = [
     ("data.scene_transform", NORMALISED),
     ("data.scene_box", [[-0.9, -1.0, -1.1], [0.9, 1.0, 1.1]]),  # derived by a normalised run
     ("trainer.max_time", {"minutes": 9}),
+    ("data.background_color", [0.5, 0.5, 0.5]),  # a grey backdrop's
 ]
 
 

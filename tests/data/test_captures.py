@@ -60,6 +60,47 @@ def test_white_images_without_alpha_under_a_black_background_are_refused(small_l
         _check(scene, tmp_path, "data.white_background=false")
 
 
+def rgb_on_grey(source: Path, folder: Path) -> str:
+    """Alpha dropped onto a grey backdrop (0.5, 0.5, 0.5), RGB."""
+    rgba = iio.imread(source).astype(np.float64) / 255
+    rgb = rgba[..., :3] * rgba[..., 3:] + 0.5 * (1 - rgba[..., 3:])
+    iio.imwrite(folder / f"{source.stem}.png", np.round(255 * rgb).astype(np.uint8))
+    return f"./{folder.name}/{source.stem}"
+
+
+@needs_lego
+def test_images_on_a_grey_backdrop_are_refused_with_the_colour_that_fits_and_train_with_it(small_lego, tmp_path):
+    """A backdrop neither black nor white has no value of data.white_background that fits:
+    the line names data.background_color with the measured colour, and with it the renderer
+    composites onto that grey and the blank-image mark is scored against it."""
+    from nerf_lab.config.build import build_module
+
+    scene = variant(small_lego, tmp_path / "grey", image=rgb_on_grey)
+    for setting in ([], ["data.white_background=false"]):
+        with pytest.raises(DataError) as caught:
+            _check(scene, tmp_path, *setting)
+        message = str(caught.value)
+        assert "no alpha and a uniform background (mean border colour 0.50, 0.50, 0.50" in message
+        assert "set data.background_color=[0.50, 0.50, 0.50] so that" in message and "\n" not in message
+    chosen = "data.background_color=[0.5,0.5,0.5]"
+    _check(scene, tmp_path, chosen)
+    cfg = compose_config(["data=blender", f"data.scene_dir={scene}", "data.resolution=16", chosen], tmp_path / "run")
+    assert build_module(cfg).renderer.background.tolist() == [0.5, 0.5, 0.5]
+    # Black images under a grey background_color: the line names both keys to change.
+    black = variant(small_lego, tmp_path / "black", image=rgb_on_black)
+    with pytest.raises(DataError, match=r"set data.white_background=false and data.background_color=null so that"):
+        _check(black, tmp_path, chosen)
+
+
+@pytest.mark.parametrize("colour", ["[0.5,0.5]", "[0,0,2]", "grey"])
+def test_a_background_colour_that_is_not_three_fractions_is_refused(colour, tmp_path):
+    from nerf_lab.config.build import validate_config
+    from nerf_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.background_color=.* is not allowed: expected \[r, g, b\], each in \[0, 1\]"):
+        validate_config(compose_config([f"data.background_color={colour}"], tmp_path / "run"))
+
+
 @needs_lego
 def test_images_with_alpha_take_either_background(small_lego, tmp_path):
     _check(small_lego, tmp_path)

@@ -5,7 +5,7 @@ checkpoint, does too).
 * `${nerf_lab.companion:sampling,${model},coarse}` (in train.yaml's defaults list): the option
   of a group named like the model (sampling/original.yaml for model=original), else the
   default given, so that a new model is one file in conf/model/;
-* `${nerf_lab.background:${data.white_background}}`: the renderer's background colour;
+* `${nerf_lab.background:${data.white_background},${data.background_color}}`: the renderer's background colour;
 * `${nerf_lab.fresh_dir:outputs/<date>/<time>}`: a run's or sweep's default folder, claimed once;
 * `${nerf_lab.job_dir_name:${hydra.job.num},${hydra.job.override_dirname},${hydra.sweep.dir}}`:
   a sweep job's folder name.
@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import re
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -44,8 +45,11 @@ def companion(group: str, model: str, default: str) -> str:
     return model if model in options else default
 
 
-def background(white: bool) -> list[float]:
-    """The renderer's background colour: white [1, 1, 1] or black [0, 0, 0]."""
+def background(white: bool, colour: Any = None) -> list[float]:
+    """The renderer's background colour: `colour` ([r, g, b], `data.background_color`) where
+    given, else white [1, 1, 1] or black [0, 0, 0]."""
+    if colour is not None:
+        return [float(c) for c in colour]
     return [1.0, 1.0, 1.0] if white else [0.0, 0.0, 0.0]
 
 

@@ -44,6 +44,10 @@ def _is_transform(value: Any) -> bool:
     )
 
 
+def _is_colour(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3 and all(is_number(c) and 0 <= c <= 1 for c in value)
+
+
 # Each parameter of the data modules: its check and what it accepts (`require`: a
 # `ParameterError`, which the config layer reports under the user's key, `data.<parameter>`).
 PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
@@ -53,6 +57,7 @@ PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
     ("batch_rays", lambda v: is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
     ("white_background", lambda v: isinstance(v, bool), "true or false"),
+    ("background_color", lambda v: v is None or _is_colour(v), "[r, g, b], each in [0, 1], or null (data.white_background's)"),
     ("precrop_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     ("precrop_frac", lambda v: is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
     ("train_views", lambda v: v is None or (is_int(v) and v >= 1), "a positive integer (training views, evenly spaced over the split), or null for the whole train split"),
@@ -113,6 +118,7 @@ class BlenderDataModule(pl.LightningDataModule):
         camera_convention: str = "opengl",
         normalize: bool = False,
         scene_transform: Mapping[str, Any] | None = None,
+        background_color: Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
         values = locals()
@@ -125,6 +131,7 @@ class BlenderDataModule(pl.LightningDataModule):
         self.scene_dir = scene_dir
         self.resolution = resolution
         self.white_background = white_background
+        self.background_color = None if background_color is None else tuple(float(c) for c in background_color)
         self.near, self.far = near, far
         self.batch_rays = batch_rays
         self.ray_sampling = ray_sampling
@@ -136,6 +143,10 @@ class BlenderDataModule(pl.LightningDataModule):
 
     @property
     def background(self) -> tuple[float, float, float]:
+        """The colour images with alpha are composited onto, and the renderer's:
+        `background_color`, else white or black (`white_background`)."""
+        if self.background_color is not None:
+            return self.background_color  # type: ignore[return-value]
         return (1.0, 1.0, 1.0) if self.white_background else (0.0, 0.0, 0.0)
 
     def load(self, split: str) -> SceneSplit:
@@ -206,24 +217,36 @@ class BlenderDataModule(pl.LightningDataModule):
 
     def check_background(self, views: int = 3) -> None:
         """Images without alpha keep the background they were saved with, and the renderer
-        composites onto `background`: a black border under `data.white_background=true` (alpha
-        dropped from a Blender scene) or a white one under false would train the network to
-        paint empty space with density. `DataError` in one line naming the key then, from the
-        border of the first `views` training images (decoded); nothing for images with alpha
-        or a photographed background (neither black nor white)."""
+        composites onto `background`: where the two differ (alpha dropped from a Blender scene
+        onto black, a grey backdrop, under data.white_background=true) the network learns to
+        paint empty space with density. From the one-pixel border of the first `views`
+        training images (decoded): a border of one colour (every channel's spread within
+        `BLANK_BORDER`) more than `BLANK_BORDER` from the renderer's background is a
+        `DataError` in one line naming the key that fixes it (`data.white_background` for
+        black or white, else `data.background_color` with the measured colour). Nothing for
+        images with alpha or a photographed background (a border of many colours)."""
         frames = self._index("train").frames[:views]
-        measured = border_colour([frame.path for frame in frames])
-        if measured is None:
+        border = border_colour([frame.path for frame in frames])
+        if border is None:
+            return
+        measured, spread = border
+        if bool((spread > BLANK_BORDER).any()) or bool((np.abs(measured - np.array(self.background)) <= BLANK_BORDER).all()):
             return
         black, white = bool((measured < BLANK_BORDER).all()), bool((measured > 1 - BLANK_BORDER).all())
-        if (black and self.white_background) or (white and not self.white_background):
-            colour = "black" if black else "white"
-            raise DataError(
-                f"data.white_background={str(self.white_background).lower()}, but the training images have no alpha and a {colour} "
-                f"background (mean border colour {', '.join(f'{x:.2f}' for x in measured)} in {frames[0].path} and the next "
-                f"{len(frames) - 1}): set data.white_background={str(not self.white_background).lower()} so that the renderer's "
-                "background is the images'"
-            )
+        if black or white:
+            name, fix = ("black" if black else "white"), f"data.white_background={str(white).lower()}"
+        else:
+            name, fix = "uniform", "data.background_color=[" + ", ".join(f"{x:.2f}" for x in measured) + "]"
+        if self.background_color is not None:
+            setting = "data.background_color=[" + ", ".join(f"{x:g}" for x in self.background_color) + "]"
+            fix += " and data.background_color=null" if black or white else ""
+        else:
+            setting = f"data.white_background={str(self.white_background).lower()}"
+        raise DataError(
+            f"{setting}, but the training images have no alpha and a {name} background (mean border colour "
+            f"{', '.join(f'{x:.2f}' for x in measured)} in {frames[0].path} and the next {len(frames) - 1}): "
+            f"set {fix} so that the renderer's background is the images'"
+        )
 
     def cameras(self, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """A split's camera-to-world poses (as the run sees them: converted, normalised),

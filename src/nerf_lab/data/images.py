@@ -155,10 +155,10 @@ def premultiplied_area_resize(image: np.ndarray, height: int, width: int) -> np.
     return rgba.numpy().astype(np.float16)
 
 
-def border_colour(paths: Sequence[Path]) -> np.ndarray | None:
+def border_colour(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray] | None:
     """The mean colour, in [0, 1] (3,), of the one-pixel border of the images at `paths`
-    (decoded), or None when any of them has alpha (its background is composited, not
-    photographed)."""
+    (decoded), and each channel's standard deviation over those pixels (3,); None when any of
+    them has alpha (its background is composited, not photographed)."""
     rings = []
     for path in paths:
         image = decode(path)
@@ -166,4 +166,7 @@ def border_colour(paths: Sequence[Path]) -> np.ndarray | None:
             return None
         pixels = image.astype(np.float64) / DEPTHS[image.dtype]
         rings += [pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]]
-    return np.concatenate(rings).mean(0) if rings else None
+    if not rings:
+        return None
+    pixels = np.concatenate(rings)
+    return pixels.mean(0), pixels.std(0)
