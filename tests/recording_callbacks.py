@@ -23,12 +23,15 @@ class RecordRays(pl.Callback):
 
 
 class SignalAt(pl.Callback):
-    """Sends this process `signal` (a name: SIGTERM, SIGINT, SIGKILL) once step `step` is done,
+    """Sends this process `signal` (a name: SIGTERM, SIGINT, SIGKILL; and `then`, right after) once step `step` is done,
     as a scheduler or a user would from outside; with `job`, only in that sweep job; with
     `during_validation`, as the first view of step `step`'s validation starts rendering instead."""
 
-    def __init__(self, step: int, signal: str = "SIGTERM", job: int | None = None, during_validation: bool = False) -> None:
+    def __init__(
+        self, step: int, signal: str = "SIGTERM", job: int | None = None, during_validation: bool = False, then: str | None = None
+    ) -> None:
         self.step, self.signal, self.job, self.during_validation = step, signal, job, during_validation
+        self.then = then  # a second signal right after the first (SLURM pre-empts with SIGTERM, then SIGUSR2)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if not self.during_validation:
@@ -49,3 +52,5 @@ class SignalAt(pl.Callback):
                 return
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal))
+            if self.then is not None:
+                os.kill(os.getpid(), getattr(signal, self.then))

@@ -84,7 +84,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     # The bound: a hidden layer's matrix product at this step's shape (points × width²).
     points = batch_rays * module.renderer.sampler.n_coarse
-    peak = matmul_throughput(points, module.renderer.hidden_width, device, dtype)
+    width = module.renderer.hidden_width
+    peak = matmul_throughput(points, width, device, dtype) if width else math.nan  # no linear layer: no such bound
     results = {
         "device": device_description(device),
         "precision": precision,

@@ -70,9 +70,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that this part did not measure again. SIGTERM or SIGINT stop the run after the step under
     way: `last.ckpt` at that step, and `RunInterrupted` (`nerf_lab.runs.stops`)."""
     prepared = take_prepared(cfg)  # what the check before the run built, if it ran
-    preempted = None if cfg.ckpt_path else preempted_checkpoint(Path(cfg.paths.output_dir))
-    if preempted is not None:  # a submitit job requeued after pre-emption: the run goes on
-        log.info("resuming the run in %s, stopped by pre-emption, from %s", cfg.paths.output_dir, preempted)
+    preempted = preempted_checkpoint(Path(cfg.paths.output_dir))
+    if preempted is not None and cfg.ckpt_path and Path(cfg.ckpt_path).resolve() == preempted.resolve():
+        preempted = None  # resumed from that very checkpoint by its own arguments
+    if preempted is not None:  # a submitit job requeued: the run goes on from its earlier try
+        log.info("resuming the run in %s, stopped before it finished, from %s", cfg.paths.output_dir, preempted)
         with open_dict(cfg):
             cfg.ckpt_path = str(preempted)
     if prepared is not None and preempted is None:

@@ -119,12 +119,14 @@ def test_a_recorded_value_of_the_wrong_type_is_refused_in_one_line(tmp_path, key
     assert expected in message and str(path) in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["choices", "inferred"])
 @pytest.mark.parametrize("direction", ["sh", "pe"])
-def test_the_direction_encodings_choice_is_stored_and_rebuilt(tmp_path, direction):
+def test_the_direction_encodings_choice_is_stored_and_rebuilt(tmp_path, direction, stored):
     # encoding/direction is a group of its own inside the encoding options: a run's checkpoint
     # stores its choice, and the run is rebuilt with it (the colour layer's width follows:
     # 16 spherical harmonics against 24 values of γ(d), so the weights load only into the
-    # right one).
+    # right one). A checkpoint without choices (`train(cfg)` outside a Hydra app) has it
+    # inferred from the stored tree.
     from hydra import compose, initialize_config_dir
 
     from nerf_lab.config.build import CONF_DIR
@@ -137,6 +139,8 @@ def test_the_direction_encodings_choice_is_stored_and_rebuilt(tmp_path, directio
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         checkpoint["hyper_parameters"]["choices"] = run_choices(compose("train", [*FAST_OVERRIDES, *overrides], return_hydra_config=True))
     assert checkpoint["hyper_parameters"]["choices"]["encoding/direction"] == direction
+    if not stored:
+        del checkpoint["hyper_parameters"]["choices"]
     field = load_trained(_save(checkpoint, tmp_path)).module.renderer.coarse_field
     expected = SphericalHarmonicsEncoding if direction == "sh" else PositionalEncoding
     assert type(field.direction_encoding) is expected

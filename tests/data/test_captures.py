@@ -81,7 +81,7 @@ def test_images_on_a_grey_backdrop_are_refused_with_the_colour_that_fits_and_tra
             _check(scene, tmp_path, *setting)
         message = str(caught.value)
         assert "no alpha and a uniform background (mean border colour 0.50, 0.50, 0.50" in message
-        assert "set data.background_color=[0.50, 0.50, 0.50] so that" in message and "\n" not in message
+        assert "set data.background_color=[0.50,0.50,0.50] so that" in message and "\n" not in message
     chosen = "data.background_color=[0.5,0.5,0.5]"
     _check(scene, tmp_path, chosen)
     cfg = compose_config(["data=blender", f"data.scene_dir={scene}", "data.resolution=16", chosen], tmp_path / "run")

@@ -87,3 +87,22 @@ def test_a_spherical_harmonics_degree_out_of_range_names_the_parameter(degree):
 
     with pytest.raises(ParameterError, match="degree"):
         SphericalHarmonicsEncoding(degree)
+
+
+def test_spherical_harmonics_have_the_sign_and_order_of_their_definition():
+    # Built here from the definition, not from the polynomials: the associated Legendre
+    # function P_l^m(z) = (−1)^m (1 − z²)^{m/2} d^m P_l/dz^m (Condon–Shortley phase), the
+    # normalisation K_l^m = √((2l + 1)/4π · (l − m)!/(l + m)!), and Y_l^m = √2 K P_l^|m| sin(|m|φ)
+    # for m < 0, K P_l for m = 0, √2 K P_l^m cos(mφ) for m > 0, ordered m = −l … l in each band.
+    d = _unit_directions(50, seed=3)
+    x, y, z = (c.numpy() for c in d.unbind(-1))
+    phi = np.arctan2(y, x)
+    expected = []
+    for band in range(4):
+        for m in range(-band, band + 1):
+            a = abs(m)
+            legendre = np.polynomial.legendre.Legendre.basis(band).deriv(a)(z) * (-1) ** a * (1 - z**2) ** (a / 2)
+            k = math.sqrt((2 * band + 1) / (4 * math.pi) * math.factorial(band - a) / math.factorial(band + a))
+            angular = 1.0 if m == 0 else math.sqrt(2) * (np.sin(a * phi) if m < 0 else np.cos(a * phi))
+            expected.append(k * legendre * angular)
+    torch.testing.assert_close(SphericalHarmonicsEncoding(4)(d), torch.from_numpy(np.stack(expected, axis=-1)))

@@ -203,11 +203,12 @@ def test_a_sweep_into_a_folder_that_holds_a_sweep_is_refused(tmp_path, cache_dir
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["multirun.yaml"]
 
 
-def _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, signal_name):
+def _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, signal_name, then=None):
     return run_command(
         "nerf_lab.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *QUICK, "trainer.max_steps=6",
         "test=false", "seed=0,1", "+callbacks.stop._target_=recording_callbacks.SignalAt", "+callbacks.stop.step=3",
-        f"+callbacks.stop.signal={signal_name}", "+callbacks.stop.job=1", "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
+        f"+callbacks.stop.signal={signal_name}", "+callbacks.stop.job=1", *([f"+callbacks.stop.then={then}"] if then else []),
+        "hydra.sweep.dir=sweep", cwd=tmp_path, cache=cache_dir,
     )
 
 
@@ -224,20 +225,21 @@ def test_a_submitit_job_sent_sigterm_is_recorded_interrupted_and_the_sweep_summa
 
 
 @pytest.mark.slow  # a sweep of two jobs through submitit, one of them twice
-def test_a_preempted_submitit_job_is_requeued_and_resumes_where_it_stopped(tmp_path, cache_dir, tests_on_path):
-    """SIGUSR2 is submitit's pre-emption and time-out signal (SLURM sends it before it takes a
-    node back): the run stops after the step with last.ckpt and its record, submitit requeues
-    the job with its first arguments, and the requeued job resumes the run from that
-    checkpoint into the same folder. Had it started again from step 0, the callback would stop
-    it at step 3 again, and again."""
-    result = _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, "SIGUSR2")
+@pytest.mark.parametrize(("first", "then"), [("SIGUSR2", None), ("SIGTERM", "SIGUSR2")], ids=["time-out", "pre-emption"])
+def test_a_preempted_submitit_job_is_requeued_and_resumes_where_it_stopped(tmp_path, cache_dir, tests_on_path, first, then):
+    """SIGUSR2 is submitit's pre-emption and time-out signal (SLURM sends it alone before a
+    job's time runs out, and after SIGTERM when it pre-empts the job): the run stops after the
+    step with last.ckpt and its record, submitit requeues the job with its first arguments,
+    and the requeued job resumes the run from that checkpoint into the same folder. Had it
+    started again from step 0, the callback would stop it at step 3 again, and again."""
+    result = _submitit_sweep_stopped_at_step_3(tmp_path, cache_dir, first, then)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = read_sweep(tmp_path / "sweep")
     assert [job.status for job in jobs] == ["completed", "completed"]
     assert [job.metrics["steps"] for job in jobs] == [6, 6]
     assert not (jobs[1].path / "error.txt").exists()  # the stop's record went when the run went on
     logs = "".join(path.read_text(errors="replace") for path in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
-    assert logs.count("interrupted by SIGUSR2 at step 3") == 1  # stopped once, requeued once
+    assert logs.count(f"interrupted by {first} at step 3") == 1  # stopped once, requeued once
     assert "resuming the run in" in logs and f"{jobs[1].path.name}/checkpoints/last.ckpt" in logs
 
 

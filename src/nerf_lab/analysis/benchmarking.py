@@ -200,7 +200,7 @@ def long_run_warning(cfg: Any, model: NeRFRenderer, device: torch.device, dtype:
     if rate is None:
         if flops["total"] < LONG_RUN_S * SLOWEST_RATE:
             return None
-        rate = matmul_throughput(min(cfg.data.batch_rays * 64, 16384), model.hidden_width, device, dtype, repeats=5)
+        rate = matmul_throughput(min(cfg.data.batch_rays * 64, 16384), model.hidden_width or 128, device, dtype, repeats=5)
     seconds = flops["total"] / rate
     if seconds <= LONG_RUN_S:
         return None

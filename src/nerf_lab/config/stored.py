@@ -38,7 +38,7 @@ GROUPS = (
     "data", "encoding", "encoding/direction", "model", "sampling", "optim", "trainer", "logger", "callbacks", "paths", "experiment",
 )
 # Groups a checkpoint of before the choices were stored has inferred (the others take today's default).
-INFERRED_GROUPS = ("data", "model", "encoding", "sampling", "optim")
+INFERRED_GROUPS = ("data", "model", "encoding/direction", "encoding", "sampling", "optim")
 CHOICES_KEY = "choices"  # checkpoint["hyper_parameters"]["choices"]
 # `_target_`s an earlier nerf_lab stored, under the names the classes have today: a stored
 # target equal to its new name counts as today's (still compared as text, never called).
@@ -201,17 +201,22 @@ def infer_choices(stored: Any, where: str) -> dict[str, str]:
     default = compose("train", overrides=[])
     choices: dict[str, str] = {}
     for group in INFERRED_GROUPS:
-        tree = stored.get(group)
-        if _fits(default.get(group), tree, f"{group}."):
+        path = group.replace("/", ".")  # encoding/direction is the node encoding.direction
+        tree: Any = stored
+        for key in path.split("."):
+            tree = tree.get(key) if isinstance(tree, dict) else None
+        chosen = [f"{g}={o}" for g, o in choices.items()]  # an option's tree holds its subgroups'
+        base = compose("train", overrides=chosen) if chosen else default
+        if _fits(OmegaConf.select(base, path), tree, f"{path}."):
             continue
         for option in options(group):
-            node = compose("train", overrides=[f"{group}={option}"]).get(group)
-            if _fits(node, tree, f"{group}."):
+            node = OmegaConf.select(compose("train", overrides=[*chosen, f"{group}={option}"]), path)
+            if _fits(node, tree, f"{path}."):
                 choices[group] = option
                 break
         else:
             raise ConfigError(
-                f"{where}: its config's {group} fits no option of today's conf/{group}/ "
+                f"{where}: its config's {path} fits no option of today's conf/{group}/ "
                 f"({', '.join(options(group))}): it cannot be rebuilt from today's config"
             )
     return choices

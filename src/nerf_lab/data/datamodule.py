@@ -76,8 +76,12 @@ def _evenly_spaced(count: int | None, available: int) -> list[int]:
     return np.linspace(0, available - 1, count).round().astype(int).tolist()
 
 
-# A border whose every channel is within this of 0 (or 1) is a black (or white) background.
+# A border whose every channel is within this of 0 (or 1) is a black (or white) background,
+# and one whose channels spread by no more than this is of one colour.
 BLANK_BORDER = 0.05
+# A border of one colour further than this from the renderer's background, in any channel, is
+# refused (a near-white backdrop at 0.92 under white passes; grey at 0.5 does not).
+BACKGROUND_MISMATCH = 0.1
 
 
 class BlenderDataModule(pl.LightningDataModule):
@@ -221,7 +225,7 @@ class BlenderDataModule(pl.LightningDataModule):
         onto black, a grey backdrop, under data.white_background=true) the network learns to
         paint empty space with density. From the one-pixel border of the first `views`
         training images (decoded): a border of one colour (every channel's spread within
-        `BLANK_BORDER`) more than `BLANK_BORDER` from the renderer's background is a
+        `BLANK_BORDER`) more than `BACKGROUND_MISMATCH` from the renderer's background is a
         `DataError` in one line naming the key that fixes it (`data.white_background` for
         black or white, else `data.background_color` with the measured colour). Nothing for
         images with alpha or a photographed background (a border of many colours)."""
@@ -230,15 +234,15 @@ class BlenderDataModule(pl.LightningDataModule):
         if border is None:
             return
         measured, spread = border
-        if bool((spread > BLANK_BORDER).any()) or bool((np.abs(measured - np.array(self.background)) <= BLANK_BORDER).all()):
+        if bool((spread > BLANK_BORDER).any()) or bool((np.abs(measured - np.array(self.background)) <= BACKGROUND_MISMATCH).all()):
             return
         black, white = bool((measured < BLANK_BORDER).all()), bool((measured > 1 - BLANK_BORDER).all())
         if black or white:
             name, fix = ("black" if black else "white"), f"data.white_background={str(white).lower()}"
         else:
-            name, fix = "uniform", "data.background_color=[" + ", ".join(f"{x:.2f}" for x in measured) + "]"
+            name, fix = "uniform", "data.background_color=[" + ",".join(f"{x:.2f}" for x in measured) + "]"  # one shell word
         if self.background_color is not None:
-            setting = "data.background_color=[" + ", ".join(f"{x:g}" for x in self.background_color) + "]"
+            setting = "data.background_color=[" + ",".join(f"{x:g}" for x in self.background_color) + "]"
             fix += " and data.background_color=null" if black or white else ""
         else:
             setting = f"data.white_background={str(self.white_background).lower()}"

@@ -96,8 +96,9 @@ class NeRFRenderer(nn.Module):
     @property
     def hidden_width(self) -> int:
         """Units of the coarse field's widest linear layer: the (points × width) @ (width × width)
-        product whose rate bounds a step (`nerf_lab.analysis.benchmarking.matmul_throughput`)."""
-        return max(layer.out_features for layer in self.coarse_field.modules() if isinstance(layer, nn.Linear))
+        product whose rate bounds a step (`nerf_lab.analysis.benchmarking.matmul_throughput`);
+        0 for a field without one (a grid read directly)."""
+        return max((layer.out_features for layer in self.coarse_field.modules() if isinstance(layer, nn.Linear)), default=0)
 
     def training_flops_per_ray(self, field_evals_per_ray: float | None = None) -> int | float:
         """The fields' floating-point work for one ray in a training step: `n_coarse` points

@@ -25,11 +25,12 @@ Who owns which signal:
   (SIGUSR2 unless `SUBMITIT_PREEMPT_SIGNAL` says otherwise) it requeues the job with its
   first arguments and exits, mid-step if nothing else handles the signal. While a run trains,
   ours replace them: SIGTERM, SIGINT and that signal stop the run as above, recorded as
-  interrupted with the command that resumes it. After SIGTERM or SIGINT the job then ends (not
-  requeued) and the sweep's summary lists it. After the pre-emption signal, the stop is handed
-  to submitit's handler once the run's record is written (`requeue_if_preempted`), which
-  requeues the job; the requeued job finds its folder's run interrupted and resumes it from
-  its `last.ckpt` (`preempted_checkpoint`), into the same folder, as a resume by hand would.
+  interrupted with the command that resumes it. After SIGTERM or SIGINT alone the job then ends
+  (not requeued) and the sweep's summary lists it. Where the pre-emption signal came (alone,
+  or after SIGTERM, as SLURM pre-empts), the stop is handed to submitit's handler once the
+  run's record is written (`requeue_if_preempted`), which requeues the job; the requeued job
+  finds its folder's earlier try and resumes it from its `last.ckpt` (`preempted_checkpoint`),
+  into the same folder, as a resume by hand would.
 * SIGKILL (`kill -9`, out of memory) cannot be caught: the run keeps the `last.ckpt` written
   last (every `callbacks.last_checkpoint.every_n_train_steps` steps, every
   `callbacks.timed_checkpoint.train_time_interval`, and at each validation).
@@ -59,8 +60,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class RunInterrupted(Exception):
     """A run stopped by a signal: recorded in `error.txt`, the process exits 128 + `signum`."""
 
-    def __init__(self, signum: int, step: int, resume: str) -> None:
+    def __init__(self, signum: int, step: int, resume: str, received: tuple[int, ...] = ()) -> None:
         self.signum, self.step, self.resume = signum, step, resume
+        self.received = received or (signum,)  # every stop signal that came, first to last
         super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; resume with: {resume}")
 
     @property
@@ -94,14 +96,17 @@ class CheckpointOnStop(pl.Callback):
 
 
 class StopSignals:
-    """Notes the first stop signal; see the module's docstring for who acts on it."""
+    """Notes the first stop signal, and every one that came; see the module's docstring for
+    who acts on them."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.received: list[int] = []
         self.trainer: pl.Trainer | None = None
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signum is None
+        self.received.append(signum)
         if first:
             self.signum = signum
         elif signum == signal.SIGINT and self.signum == signal.SIGINT:
@@ -132,27 +137,35 @@ def _signals_to_handle() -> tuple[int, ...]:
 
 
 def requeue_if_preempted(stop: RunInterrupted) -> None:
-    """After a run stopped by submitit's pre-emption signal has written its record: call the
-    handler submitit installed for that signal (back in place once `stop_signals` has ended),
-    which requeues the job with its first arguments and exits the process. Returns (doing
-    nothing) for any other stop, outside a submitit job, and where no handler of submitit's is
-    installed (the job cannot be requeued: it ends interrupted, as after SIGTERM)."""
-    if stop.signum != preemption_signal():
+    """After a run stopped in a submitit job has written its record: if submitit's pre-emption
+    signal was among the signals that stopped it (SLURM pre-empts with SIGTERM, then that
+    signal), call the handler submitit installed for it (back in place once `stop_signals` has
+    ended), which requeues the job with its first arguments and exits the process. Returns
+    (doing nothing) for any other stop, outside a submitit job, where no handler of submitit's
+    is installed, and where submitit declines to requeue (a job out of time more often than
+    `max_num_timeout`): the job then ends interrupted, as after SIGTERM alone."""
+    preempt = preemption_signal()
+    if preempt is None or preempt not in stop.received:
         return
-    handler = signal.getsignal(stop.signum)
-    if callable(handler) and getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":
-        handler(stop.signum, None)
+    handler = signal.getsignal(preempt)
+    if not (callable(handler) and getattr(handler, "__name__", "") == "checkpoint_and_try_requeue"):
+        return
+    try:
+        handler(preempt, None)
+    except Exception as error:  # noqa: BLE001 (submitit's "not requeued" is an exception; the stop is recorded)
+        print(f"not requeued: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
 
 
 def preempted_checkpoint(run_dir: Path) -> Path | None:
-    """In a submitit job, the `last.ckpt` to resume from when `run_dir` holds a run that was
-    interrupted (its `error.txt` says so) and has one: the job was requeued after pre-emption
-    and starts again with its first arguments. None outside a submitit job, for a new folder,
-    a finished or failed run, or one without `last.ckpt`."""
+    """In a submitit job, the `last.ckpt` to resume from when `run_dir` holds an earlier try of
+    this job: a run with a `last.ckpt` that was interrupted (its `error.txt` says so) or ended
+    without a record (pre-empted before it wrote one, or killed). The job was requeued and
+    starts again with its first arguments. None outside a submitit job, for a new folder, a
+    finished or failed run, or one without `last.ckpt`."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not os.environ.get("SUBMITIT_EXECUTOR") or not last.is_file() or not (run_dir / ".hydra").is_dir():
         return None
-    return last if read_run(run_dir).status == "interrupted" else None
+    return last if read_run(run_dir).status in ("interrupted", "incomplete") else None
 
 
 @contextmanager
@@ -189,9 +202,10 @@ def interrupted(stops: StopSignals, step: int, run_dir: Path, overrides: list[st
     noted one: another handler of the process set Lightning's flag), with the command that
     resumes it, or what to do where it has no `last.ckpt` yet."""
     signum = stops.signum if stops.signum is not None else signal.SIGTERM
+    received = tuple(stops.received)
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return RunInterrupted(signum, step, resume_command(run_dir.resolve(), overrides))
-    return RunInterrupted(signum, step, "nothing (no checkpoint yet): run the command again")
+        return RunInterrupted(signum, step, resume_command(run_dir.resolve(), overrides), received)
+    return RunInterrupted(signum, step, "nothing (no checkpoint yet): run the command again", received)
 
 
 def command_overrides() -> list[str]:
