@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from nerf_lab.data.datamodule import background_colour
 from nerf_lab.training.tensorboard import swept_keys
 
 
@@ -46,11 +47,8 @@ def companion(group: str, model: str, default: str) -> str:
 
 
 def background(white: bool, colour: Any = None) -> list[float]:
-    """The renderer's background colour: `colour` ([r, g, b], `data.background_color`) where
-    given, else white [1, 1, 1] or black [0, 0, 0]."""
-    if colour is not None:
-        return [float(c) for c in colour]
-    return [1.0, 1.0, 1.0] if white else [0.0, 0.0, 0.0]
+    """The renderer's background colour, as the data module composites (`background_colour`)."""
+    return list(background_colour(white, colour))
 
 
 # Folders this process claimed, with the parents each claim made. OmegaConf also resolves a

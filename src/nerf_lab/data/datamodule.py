@@ -44,6 +44,15 @@ def _is_transform(value: Any) -> bool:
     )
 
 
+def background_colour(white_background: bool, background_color: Sequence[Any] | None = None) -> tuple[float, float, float]:
+    """The colour images with alpha are composited onto, and the renderer's (`data.*`):
+    `background_color` where given, else white or black (`white_background`)."""
+    if background_color is not None:
+        r, g, b = (float(c) for c in background_color)
+        return (r, g, b)
+    return (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
+
+
 def _is_colour(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3 and all(is_number(c) and 0 <= c <= 1 for c in value)
 
@@ -147,11 +156,8 @@ class BlenderDataModule(pl.LightningDataModule):
 
     @property
     def background(self) -> tuple[float, float, float]:
-        """The colour images with alpha are composited onto, and the renderer's:
-        `background_color`, else white or black (`white_background`)."""
-        if self.background_color is not None:
-            return self.background_color  # type: ignore[return-value]
-        return (1.0, 1.0, 1.0) if self.white_background else (0.0, 0.0, 0.0)
+        """The colour images with alpha are composited onto, and the renderer's."""
+        return background_colour(self.white_background, self.background_color)
 
     def load(self, split: str) -> SceneSplit:
         """One split, decoded (or read from the cache), on the CPU."""
