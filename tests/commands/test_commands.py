@@ -113,6 +113,39 @@ def test_eval_at_another_resolution_renders_and_records_it(trained_run, tmp_path
         assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.parametrize("task", ["eval", "render"])
+def test_the_check_before_eval_or_render_hands_over_its_model_and_data_module(trained_run, tmp_path, cache_dir, monkeypatch, task):
+    """One build: the check before the command reads the checkpoint and builds the data module;
+    the command uses those very objects and builds neither again."""
+    from hydra import compose, initialize_config_dir
+
+    import nerf_lab.runs.checkpoints as checkpoints
+    from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
+    from nerf_lab.config.build import CONF_DIR
+    from nerf_lab.eval import evaluate
+    from nerf_lab.render import render_orbit
+    from nerf_lab.runs.hydra_callbacks import check_before_run
+
+    calls = {"read_checkpoint": 0, "build_datamodule": 0}
+    for name in calls:
+        real = getattr(checkpoints, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(checkpoints, name, counted)
+    own = {"eval": ["views=1"], "render": ["frames=1", "resolution=8"]}[task]
+    overrides = [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", *own, "accelerator=cpu", f"paths.cache_dir={cache_dir}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(task, overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+    prepared = check_before_run(cfg)
+    assert calls == {"read_checkpoint": 1, "build_datamodule": 1}
+    {"eval": evaluate, "render": render_orbit}[task](cfg)
+    assert calls == {"read_checkpoint": 1, "build_datamodule": 1}
+    assert len(prepared.trained._datamodules) == 1
+
+
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, cache_dir):
     result = run_command("nerf_lab.eval", "ckpt_path=/no/such.ckpt", "hydra.run.dir=eval", cwd=tmp_path, cache=cache_dir)
     assert result.returncode == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,26 +215,41 @@ def _shape(shape: torch.Size | None) -> str:
 class Trained:
     module: NeRFLitModule
     run_config: DictConfig  # today's config for the training run, its stored values overlaid (`run_config`)
+    # The data modules built so far, by (scene_dir, test_views, resolution): the check before
+    # eval or render builds the one the command then uses.
+    _datamodules: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     def datamodule(self, scene_dir: str | None = None, test_views: int | None = None, resolution: int | None = None):
         """The training run's data module, optionally reading the scene from elsewhere, or at
-        another `resolution` (image width in pixels)."""
-        with open_dict(self.run_config):
-            if resolution is not None:
-                self.run_config.data.resolution = resolution
-            if scene_dir is not None:
-                if self.run_config.data.get("scene_dir") is None:
-                    raise ConfigError("scene_dir is set, but this model was trained on the built-in scene", key="scene_dir")
-                self.run_config.data.scene_dir = scene_dir
-            self.run_config.data.test_views = test_views
-        return build_datamodule(self.run_config)
+        another `resolution` (image width in pixels); built once for each set of arguments.
+        `ConfigError` naming `scene_dir` when it is set for a model of the built-in scene."""
+        key = (scene_dir, test_views, resolution)
+        if key not in self._datamodules:
+            with open_dict(self.run_config):
+                if resolution is not None:
+                    self.run_config.data.resolution = resolution
+                if scene_dir is not None:
+                    if self.run_config.data.get("scene_dir") is None:
+                        raise ConfigError("scene_dir is set, but this model was trained on the built-in scene", key="scene_dir")
+                    self.run_config.data.scene_dir = scene_dir
+                self.run_config.data.test_views = test_views
+            self._datamodules[key] = build_datamodule(self.run_config)
+        return self._datamodules[key]
 
-    def check_scene(self, scene_dir: str | None, splits: tuple[str, ...] = ("test",), cameras_only: tuple[str, ...] = ()) -> None:
-        """The scene eval and render read (`scene_dir`, else the training run's folder): each
-        of `splits`' JSON and PNG headers, nothing decoded, and the JSON of each of
+    def check_scene(
+        self,
+        scene_dir: str | None,
+        splits: tuple[str, ...] = ("test",),
+        cameras_only: tuple[str, ...] = (),
+        test_views: int | None = None,
+        resolution: int | None = None,
+    ) -> None:
+        """The scene eval and render read (`scene_dir`, else the training run's folder), through
+        the data module they will use (`datamodule` with the same arguments, so built here
+        once): each of `splits`' JSON and PNG headers, nothing decoded, and the JSON of each of
         `cameras_only` (its images need not exist); `DataError` naming eval's and render's own
         key, `scene_dir`."""
-        datamodule = self.datamodule(scene_dir)
+        datamodule = self.datamodule(scene_dir, test_views, resolution)
         if self.run_config.data.get("scene_dir") is None:
             return  # the built-in scene, rendered on first use
         folder = Path(datamodule.scene_dir)

@@ -180,7 +180,7 @@ def check_before_run(config: DictConfig) -> Prepared | None:
         # checked, finite): a checkpoint that cannot be is refused before any folder exists.
         trained = load_trained(config.ckpt_path, config.get("chunk"))
         if task == "eval":
-            trained.check_scene(config.get("scene_dir"), ("test",))
+            trained.check_scene(config.get("scene_dir"), ("test",), test_views=config.get("views"), resolution=config.get("resolution"))
         else:  # render: the training images' size; the test cameras' poses only (the orbit's elevation)
             orbit_elevation = not config.get("poses") and config.get("elevation_deg") is None  # the test cameras' mean
             trained.check_scene(config.get("scene_dir"), ("train",), cameras_only=("test",) if orbit_elevation else ())
