@@ -6,7 +6,7 @@ Rooms, each importing only those before it (`tests/test_layers.py` holds them to
   import nothing of ours, and every room but `nerf` may use them.
 * `nerf_lab.nerf`: the NeRF itself (rays, encodings and the hash grid, fields, ray samplers,
   marching, volume rendering, the occupancy grid, the renderer, PSNR); torch only, no Lightning or Hydra.
-* `nerf_lab.data`: scenes (the Blender reader and cache, the built-in scene, own captures) and
+* `nerf_lab.data`: scenes (the Blender reader and cache, the images' backgrounds, the built-in scene, own captures) and
   the LightningDataModule that turns them into ray batches.
 * `nerf_lab.visuals`: view panels and depth colour maps.
 * `nerf_lab.training`: the Lightning loop: the LightningModule, callbacks, schedules, the

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from nerf_lab.data.datamodule import background_colour
+from nerf_lab.data.backgrounds import background_colour
 from nerf_lab.training.tensorboard import swept_keys
 
 

@@ -13,11 +13,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nerf_lab.data.backgrounds import background_colour, check_background, is_colour
 from nerf_lab.data.batches import RAY_SAMPLING, RandomRayBatches, ViewDataset
 from nerf_lab.data.blender import SceneSplit, check_images, load_split, read_split_index
 from nerf_lab.data.builtin_scene import builtin_scene_dir, ensure_builtin_scene
 from nerf_lab.data.geometry import SceneTransform, check_geometry, derived_bounds, normalizing_transform
-from nerf_lab.data.images import border_colour, image_size, output_height
+from nerf_lab.data.images import image_size, output_height
 from nerf_lab.errors import ConfigError, DataError
 from nerf_lab.nerf.parameters import is_box, is_int, is_number, require
 
@@ -44,19 +45,6 @@ def _is_transform(value: Any) -> bool:
     )
 
 
-def background_colour(white_background: bool, background_color: Sequence[Any] | None = None) -> tuple[float, float, float]:
-    """The colour images with alpha are composited onto, and the renderer's (`data.*`):
-    `background_color` where given, else white or black (`white_background`)."""
-    if background_color is not None:
-        r, g, b = (float(c) for c in background_color)
-        return (r, g, b)
-    return (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-
-
-def _is_colour(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3 and all(is_number(c) and 0 <= c <= 1 for c in value)
-
-
 # Each parameter of the data modules: its check and what it accepts (`require`: a
 # `ParameterError`, which the config layer reports under the user's key, `data.<parameter>`).
 PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
@@ -66,7 +54,7 @@ PARAMETER_CHECKS: list[tuple[str, Any, str]] = [
     ("batch_rays", lambda v: is_int(v) and v >= 1, "a positive integer (rays a training batch)"),
     ("ray_sampling", lambda v: v in RAY_SAMPLING, f"one of {', '.join(RAY_SAMPLING)}"),
     ("white_background", lambda v: isinstance(v, bool), "true or false"),
-    ("background_color", lambda v: v is None or _is_colour(v), "[r, g, b], each in [0, 1], or null (data.white_background's)"),
+    ("background_color", lambda v: v is None or is_colour(v), "[r, g, b], each in [0, 1], or null (data.white_background's)"),
     ("precrop_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     ("precrop_frac", lambda v: is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
     ("train_views", lambda v: v is None or (is_int(v) and v >= 1), "a positive integer (training views, evenly spaced over the split), or null for the whole train split"),
@@ -83,14 +71,6 @@ def _evenly_spaced(count: int | None, available: int) -> list[int]:
     if count is None or count >= available:
         return list(range(available))
     return np.linspace(0, available - 1, count).round().astype(int).tolist()
-
-
-# A border whose every channel is within this of 0 (or 1) is a black (or white) background,
-# and one whose channels spread by no more than this is of one colour.
-BLANK_BORDER = 0.05
-# A border of one colour further than this from the renderer's background, in any channel, is
-# refused (a near-white backdrop at 0.92 under white passes; grey at 0.5 does not).
-BACKGROUND_MISMATCH = 0.1
 
 
 class BlenderDataModule(pl.LightningDataModule):
@@ -226,37 +206,11 @@ class BlenderDataModule(pl.LightningDataModule):
         check_geometry(poses, geometry["near"], geometry["far"], geometry["scene_box"], self.camera_convention, self.normalize)
 
     def check_background(self, views: int = 3) -> None:
-        """Images without alpha keep the background they were saved with, and the renderer
-        composites onto `background`: where the two differ (alpha dropped from a Blender scene
-        onto black, a grey backdrop, under data.white_background=true) the network learns to
-        paint empty space with density. From the one-pixel border of the first `views`
-        training images (decoded): a border of one colour (every channel's spread within
-        `BLANK_BORDER`) more than `BACKGROUND_MISMATCH` from the renderer's background is a
-        `DataError` in one line naming the key that fixes it (`data.white_background` for
-        black or white, else `data.background_color` with the measured colour). Nothing for
-        images with alpha or a photographed background (a border of many colours)."""
+        """The first `views` training images' background against the renderer's
+        (`nerf_lab.data.backgrounds.check_background`: `DataError` naming the key that fixes a
+        mismatch)."""
         frames = self._index("train").frames[:views]
-        border = border_colour([frame.path for frame in frames])
-        if border is None:
-            return
-        measured, spread = border
-        if bool((spread > BLANK_BORDER).any()) or bool((np.abs(measured - np.array(self.background)) <= BACKGROUND_MISMATCH).all()):
-            return
-        black, white = bool((measured < BLANK_BORDER).all()), bool((measured > 1 - BLANK_BORDER).all())
-        if black or white:
-            name, fix = ("black" if black else "white"), f"data.white_background={str(white).lower()}"
-        else:
-            name, fix = "uniform", "data.background_color=[" + ",".join(f"{x:.2f}" for x in measured) + "]"  # one shell word
-        if self.background_color is not None:
-            setting = "data.background_color=[" + ",".join(f"{x:g}" for x in self.background_color) + "]"
-            fix += " and data.background_color=null" if black or white else ""
-        else:
-            setting = f"data.white_background={str(self.white_background).lower()}"
-        raise DataError(
-            f"{setting}, but the training images have no alpha and a {name} background (mean border colour "
-            f"{', '.join(f'{x:.2f}' for x in measured)} in {frames[0].path} and the next {len(frames) - 1}): "
-            f"set {fix} so that the renderer's background is the images'"
-        )
+        check_background([frame.path for frame in frames], self.white_background, self.background_color)
 
     def cameras(self, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """A split's camera-to-world poses (as the run sees them: converted, normalised),

@@ -153,20 +153,3 @@ def premultiplied_area_resize(image: np.ndarray, height: int, width: int) -> np.
     if rgba.shape[:2] != (height, width):
         rgba = F.interpolate(rgba.permute(2, 0, 1)[None], size=(height, width), mode="area")[0].permute(1, 2, 0)
     return rgba.numpy().astype(np.float16)
-
-
-def border_colour(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The mean colour, in [0, 1] (3,), of the one-pixel border of the images at `paths`
-    (decoded), and each channel's standard deviation over those pixels (3,); None when any of
-    them has alpha (its background is composited, not photographed)."""
-    rings = []
-    for path in paths:
-        image = decode(path)
-        if image.shape[2] == 4:
-            return None
-        pixels = image.astype(np.float64) / DEPTHS[image.dtype]
-        rings += [pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]]
-    if not rings:
-        return None
-    pixels = np.concatenate(rings)
-    return pixels.mean(0), pixels.std(0)
