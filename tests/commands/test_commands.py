@@ -195,7 +195,7 @@ def test_bench_prints_and_writes_its_figures(tmp_path, cache_dir):
         "step,wall_s,val_psnr,val_ssim\n100,40.0,19.1,0.7\n200,80.0,24.0,0.8\n300,120.0,26.2,0.85\n"
     )
     result = run_command(
-        "nerf_lab.bench", *FAST_OVERRIDES, "bench.warmup_steps=2", "bench.steps=4", "bench.profile_steps=2",
+        "nerf_lab.bench", *FAST_OVERRIDES, "sampling=coarse", "bench.warmup_steps=2", "bench.steps=4", "bench.profile_steps=2",
         "bench.curve_from=run", "hydra.run.dir=bench", cwd=tmp_path, cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -59,6 +59,7 @@ def test_default_builds_tiny_nerf_with_its_short_schedule(make_cfg):
     module = build_module(make_cfg(fast=False))
     model = module.renderer
     assert model.fine_field is None and (model.sampler.n_coarse, model.sampler.n_fine) == (64, 0)
+    assert type(model.sampler) is OccupancyGridSampler  # one pass that skips empty space
     assert len(model.coarse_field.trunk) == 4 and model.coarse_field.trunk[0].out_features == 128
     assert widths(model) == (63, None)  # γ(p) at L = 10 plus raw xyz; colour from position only
     name, first, last = schedule(module, max_steps=20)
@@ -130,6 +131,12 @@ def test_tiny_recipe_on_lego(make_cfg):
     assert schedule(module, max_steps=10)[1:] == pytest.approx((5e-3, 5e-4))
 
 
+@pytest.mark.parametrize("experiment", ["tiny_lego", "ablation_depth", "ablation_encoding", "ablation_lr", "ablation_samples"])
+def test_the_studys_presets_sample_densely_as_the_original_study_did(make_cfg, experiment):
+    """The default command skips empty space; the Tiny NeRF study's presets keep one dense pass."""
+    assert type(build_module(make_cfg(f"experiment={experiment}", fast=False)).renderer.sampler) is StratifiedSampler
+
+
 def test_trainer_takes_the_arguments_lightning_users_set(make_cfg):
     cfg = make_cfg(
         "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.num_nodes=1",
@@ -193,6 +200,12 @@ def test_a_combination_that_cannot_work_is_refused_naming_the_key(make_cfg):
     with pytest.raises(ConfigError, match=r"^data.scene_box=None is not allowed: expected .*\(the hash grid covers it\)$") as caught:
         validate_config(make_cfg("model=ngp", "encoding=hashgrid", "data.scene_box=null"))
     assert "\n" not in str(caught.value)
+
+
+def test_the_default_without_a_scene_box_is_refused_naming_the_sampling_that_needs_none(make_cfg):
+    with pytest.raises(ConfigError, match=r"^data.scene_box=None is not allowed: .*sampling=coarse needs no box\)$"):
+        validate_config(make_cfg("data.scene_box=null"))
+    validate_config(make_cfg("data.scene_box=null", "sampling=coarse"))
 
 
 def test_empty_encoding_is_refused(make_cfg):

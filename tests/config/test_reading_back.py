@@ -90,6 +90,21 @@ def test_a_recorded_mapping_or_list_is_read_back(tmp_path, key, value, choices):
     assert OmegaConf.to_container(read) == value
 
 
+def test_a_checkpoint_whose_option_changed_since_is_rebuilt_as_it_trained(tmp_path):
+    """`sampling=tiny` was one dense pass before it skipped empty space: a default run of then
+    stored that choice with a StratifiedSampler's config, and is rebuilt with that sampler
+    (the option its values fit), not refused for naming another class than today's tiny."""
+    from nerf_lab.runs.checkpoints import load_trained
+
+    checkpoint = _checkpoint(tmp_path, "sampling=coarse")
+    assert checkpoint["hyper_parameters"]["choices"]["sampling"] == "tiny"
+    trained = load_trained(_save(checkpoint, tmp_path))
+    assert type(trained.module.renderer.sampler).__name__ == "StratifiedSampler"
+    assert "grid" not in trained.run_config.sampling
+    for name, value in trained.module.state_dict().items():
+        torch.testing.assert_close(value, checkpoint["state_dict"][name], msg=name)
+
+
 def test_a_recorded_transform_reaches_the_data_module(tmp_path):
     from nerf_lab.runs.checkpoints import load_trained
 

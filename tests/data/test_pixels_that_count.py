@@ -277,7 +277,7 @@ def test_a_scene_without_test_images_trains_with_test_false_and_says_so_without(
             (scene / name).with_suffix(".png").symlink_to((builtin_scene_32px / name).with_suffix(".png"))
         (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
     (scene / "transforms_test.json").write_text((builtin_scene_32px / "transforms_test.json").read_text())
-    overrides = [*FAST_OVERRIDES, "data=blender", f"data.scene_dir={scene}", "data.scene_box=null"]
+    overrides = [*FAST_OVERRIDES, "data=blender", f"data.scene_dir={scene}", "data.scene_box=null", "sampling=coarse"]
 
     refused = run_command("nerf_lab.train", *overrides, "hydra.run.dir=refused", cwd=tmp_path, cache=cache_dir)
     assert refused.returncode == 2 and not (tmp_path / "refused").exists()
@@ -389,6 +389,6 @@ def test_a_runs_record_says_which_test_views_were_scored_under_a_mask(make_cfg, 
     iio.imwrite(scene / "mask.png", mask)
     meta["frames"][0]["mask_path"] = "mask.png"
     (scene / "transforms_test.json").write_text(json.dumps(meta))
-    metrics = train(make_cfg("data=blender", f"data.scene_dir={scene}", "data.scene_box=null", "data.test_views=2"))
+    metrics = train(make_cfg("data=blender", f"data.scene_dir={scene}", "data.scene_box=null", "sampling=coarse", "data.test_views=2"))
     assert metrics["protocol"]["masked_views"] == 1
     assert [view.get("masked", False) for view in metrics["views"]] == [True, False]

@@ -134,7 +134,24 @@ def test_resuming_a_model_of_another_shape_is_one_line(trained_run, tmp_path, ca
     line = one_line_error(result)
     assert line.startswith(f"error: ckpt_path={path} cannot be resumed with 1 changed key(s)"), line
     assert "model.width: 128 → 32" in line
+    assert line.endswith("resume with the run's own values, or start a new run")  # model=tiny is the run's own option
     assert not (tmp_path / "out").exists()
+
+
+def test_a_resume_refused_for_its_sampling_names_the_option_the_run_trained_with(make_cfg):
+    """A default run from before the default skipped empty space (its choice `sampling=tiny`,
+    then one dense pass), resumed with today's default: refused, naming the option its stored
+    values fit; with that option it goes on."""
+    from omegaconf import OmegaConf
+
+    from nerf_lab.errors import ConfigError
+    from nerf_lab.runs.resume import check_resume_changes
+
+    stored = OmegaConf.to_container(make_cfg("sampling=coarse"), resolve=True)
+    checkpoint = {"global_step": 12, "hyper_parameters": {"config": stored, "choices": {"model": "tiny", "sampling": "tiny"}}}
+    with pytest.raises(ConfigError, match=r"\(sampling.grid.*: resume with the run's own values \(sampling=coarse\), or start a new run$"):
+        check_resume_changes(make_cfg("trainer.max_steps=20", "ckpt_path=old.ckpt"), checkpoint)
+    check_resume_changes(make_cfg("sampling=coarse", "trainer.max_steps=20", "ckpt_path=old.ckpt"), checkpoint)
 
 
 def test_a_real_checkpoint_resumes_with_the_safe_load(trained_run, tmp_path, cache_dir):

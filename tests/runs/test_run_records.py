@@ -157,7 +157,7 @@ def test_an_occupancy_checkpoint_without_choices_infers_the_grid(tmp_path):
 # The modules and classes of earlier nerf_lab versions that a stored config names.
 OLD_TARGETS = {
     ("module", "renderer"): "nerf_lab.nerf.model.NeRFModel",
-    ("sampling", "sampler"): "nerf_lab.nerf.samplers.StratifiedSampler",
+    ("sampling", "sampler"): "nerf_lab.nerf.samplers.OccupancyGridSampler",  # the default command's
     ("callbacks", "checkpoint_on_stop"): "nerf_lab.records.stops.CheckpointOnStop",
     ("callbacks", "view_images"): "nerf_lab.training.logging.LogViewImages",
 }

@@ -162,10 +162,10 @@ def config_from_checkpoint(checkpoint: dict[str, Any], path: str | Path, key: st
     where = f"{key}={path}"
     hyper = checkpoint.get("hyper_parameters", {})
     stored = hyper.get("config")
-    choices = hyper.get(CHOICES_KEY)
-    if not choices:  # written before choices were stored, or by train(cfg) outside a Hydra app
-        choices = infer_choices(stored, where)
+    choices = hyper.get(CHOICES_KEY) or {}  # none: written before they were stored, or by train(cfg) outside Hydra
     cfg = compose("train", overrides=_choice_overrides(choices, where))
+    if not isinstance(stored, dict) or not all(_fits(OmegaConf.select(cfg, path), _subtree(stored, path), f"{path}.") for path in _paths()):
+        cfg = compose("train", overrides=_choice_overrides(infer_choices(stored, where, choices), where))
     with open_dict(cfg):
         cfg.pop("hydra", None)
         _overlay(cfg, stored, "", where)
@@ -192,34 +192,50 @@ def _choice_overrides(choices: Any, where: str) -> list[str]:
     return overrides
 
 
-def infer_choices(stored: Any, where: str) -> dict[str, str]:
-    """The group choices of a checkpoint written before they were stored: for each of
-    `INFERRED_GROUPS`, the first option (today's default first) whose tree the stored group's
-    fits, `_target_` strings compared as text."""
+def infer_choices(stored: Any, where: str, known: dict[str, str] | None = None) -> dict[str, str]:
+    """The group choices that fit a checkpoint's stored config: for each of `INFERRED_GROUPS`,
+    the option `known` names (the choices it stored) where the stored group fits it, else the
+    first option (today's default first) whose tree the stored group's fits, `_target_`
+    strings compared as text. So a checkpoint written before the choices were stored is
+    rebuilt, and so is one whose option has changed since (`sampling=tiny`, one dense pass
+    before it skipped empty space). `ConfigError` where none fits and nothing was stored."""
     if not isinstance(stored, dict):
         raise ConfigError(f"{where}: hyper_parameters.config is not a mapping")
-    default = compose("train", overrides=[])
-    choices: dict[str, str] = {}
+    known = known or {}
+    choices: dict[str, str] = {group: option for group, option in known.items() if group not in INFERRED_GROUPS}
     for group in INFERRED_GROUPS:
-        path = group.replace("/", ".")  # encoding/direction is the node encoding.direction
-        tree: Any = stored
-        for key in path.split("."):
-            tree = tree.get(key) if isinstance(tree, dict) else None
+        path = group.replace("/", ".")
+        tree = _subtree(stored, path)
         chosen = [f"{g}={o}" for g, o in choices.items()]  # an option's tree holds its subgroups'
-        base = compose("train", overrides=chosen) if chosen else default
-        if _fits(OmegaConf.select(base, path), tree, f"{path}."):
-            continue
-        for option in options(group):
-            node = OmegaConf.select(compose("train", overrides=[*chosen, f"{group}={option}"]), path)
-            if _fits(node, tree, f"{path}."):
-                choices[group] = option
+        candidates = [known[group]] if group in known else [None]  # None: today's default
+        candidates += [option for option in options(group) if option not in candidates]
+        for option in candidates:
+            overrides = chosen if option is None else [*chosen, f"{group}={option}"]
+            if _fits(OmegaConf.select(compose("train", overrides=overrides), path), tree, f"{path}."):
+                if option is not None:
+                    choices[group] = option
                 break
         else:
+            if group in known:  # the overlay says where it does not fit
+                choices[group] = known[group]
+                continue
             raise ConfigError(
                 f"{where}: its config's {path} fits no option of today's conf/{group}/ "
                 f"({', '.join(options(group))}): it cannot be rebuilt from today's config"
             )
     return choices
+
+
+def _paths() -> list[str]:
+    """The config nodes of `INFERRED_GROUPS` (encoding/direction is the node encoding.direction)."""
+    return [group.replace("/", ".") for group in INFERRED_GROUPS]
+
+
+def _subtree(stored: Any, path: str) -> Any:
+    """The stored config's node at the dotted `path`, or None."""
+    for key in path.split("."):
+        stored = stored.get(key) if isinstance(stored, dict) else None
+    return stored
 
 
 def _fits(node: Any, tree: Any, prefix: str = "") -> bool:

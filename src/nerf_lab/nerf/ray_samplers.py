@@ -179,7 +179,7 @@ class BoxClippedSampler(StratifiedSampler):
         fine_union: bool = True,
     ) -> None:
         super().__init__(n_coarse, n_fine, perturb, fine_union)
-        require(is_box(scene_box), "scene_box", scene_box, BOX_EXPECTED)
+        require(is_box(scene_box), "scene_box", scene_box, BOX_EXPECTED + " (the samples are clipped to it; sampling=coarse needs no box)")
         # Not persistent: the box comes from the config, and checkpoints stay as they were.
         self.register_buffer("scene_box", torch.tensor(scene_box, dtype=torch.float32), persistent=False)
 

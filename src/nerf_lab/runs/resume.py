@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.config.stored import flatten
+from nerf_lab.config.stored import CHOICES_KEY, INFERRED_GROUPS, flatten, infer_choices
 
 log = logging.getLogger("nerf_lab")
 
@@ -91,9 +91,34 @@ def check_resume_changes(cfg: DictConfig, checkpoint: dict[str, Any]) -> list[st
         more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} cannot be resumed with {len(refused)} changed key(s) that fix the run's model, "
-            f"sampling or data ({listed}{more}): resume with the run's own values, or start a new run"
+            f"sampling or data ({listed}{more}): resume with the run's own values{_run_options(cfg, checkpoint, refused)}, "
+            "or start a new run"
         )
     return [f"{key}: {stored.get(key, 'absent')} → {new.get(key, 'absent')}" for key in changed if not key.startswith(FOLLOWERS)]
+
+
+def _run_options(cfg: DictConfig, checkpoint: dict[str, Any], refused: list[str]) -> str:
+    """The options the checkpoint's run trained with, of the groups whose keys `refused`
+    names and whose option the command did not pick, as overrides to resume with
+    (` (sampling=coarse)`), or "" where there are none."""
+    hyper = checkpoint["hyper_parameters"]
+    groups = [group for group in INFERRED_GROUPS if any(key.startswith(group.replace("/", ".") + ".") for key in refused)]
+    try:
+        options = infer_choices(hyper["config"], f"ckpt_path={cfg.ckpt_path}", hyper.get(CHOICES_KEY) or {})
+    except ConfigError:
+        return ""
+    named = [f"{group}={options[group]}" for group in groups if group in options and options[group] != _chosen(cfg).get(group)]
+    return f" ({' '.join(named)})" if named else ""
+
+
+def _chosen(cfg: DictConfig) -> dict[str, str]:
+    """The group options the command composed (Hydra's runtime choices), where known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    if choices is None and HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    return {} if choices is None else {str(group): str(option) for group, option in choices.items()}
 
 
 def _with_derived_geometry(cfg: DictConfig, new: dict[str, Any]) -> dict[str, Any]:
