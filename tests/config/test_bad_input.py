@@ -15,7 +15,7 @@ from helpers import slow_after_first
 from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.encoding import PositionalEncoding
 from nerf_lab.nerf.encoding import MAX_FREQUENCY_BANDS
-from nerf_lab.config.build import check_values
+from nerf_lab.config.checks import check_values
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def test_every_key_whose_default_is_null_has_a_type_check():
     """Walking the schema (every option of every group): a null default says nothing of the
     key's type, so each such key has a check of its own, which a recorded mapping or list
     passes through when it is read back."""
-    from nerf_lab.config.build import checked_keys
+    from nerf_lab.config.checks import checked_keys
     from nerf_lab.config.stored import GROUPS, compose, options
 
     checked = checked_keys()

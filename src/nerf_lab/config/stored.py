@@ -304,9 +304,9 @@ def _overlay(node: DictConfig, stored: Any, prefix: str, where: str) -> None:
 
 def _typed_null(node: DictConfig, key: str, path: str) -> bool:
     """Whether today's `node.key` is a plain null (not an interpolation) whose value the
-    command line's checks type (`nerf_lab.config.build.checked_keys`): a stored mapping or
+    command line's checks type (`nerf_lab.config.checks.checked_keys`): a stored mapping or
     list there is read back and checked."""
-    from nerf_lab.config.build import checked_keys
+    from nerf_lab.config.checks import checked_keys
 
     child = node._get_node(key) if key in node else None
     if child is None or OmegaConf.is_config(child) or child._is_interpolation() or child._value() is not None:
@@ -316,8 +316,8 @@ def _typed_null(node: DictConfig, key: str, path: str) -> bool:
 
 def _check_typed(value: Any, path: str, where: str) -> None:
     """A stored mapping or list where today's default is null, checked as the command line's
-    value would be (`nerf_lab.config.build.typed_checks`) before any object is built from it."""
-    from nerf_lab.config.build import typed_checks
+    value would be (`nerf_lab.config.checks.typed_checks`) before any object is built from it."""
+    from nerf_lab.config.checks import typed_checks
 
     check, expected = typed_checks()[path]
     if not check(value):

@@ -151,7 +151,8 @@ def check_before_run(config: DictConfig) -> Prepared | None:
     # Imported here: keeps `--help` fast.
     from omegaconf import OmegaConf, open_dict
 
-    from nerf_lab.config.build import COMMAND_CHECKS, build_run, check_values
+    from nerf_lab.config.build import build_run
+    from nerf_lab.config.checks import COMMAND_CHECKS, check_values
     from nerf_lab.runs.checkpoints import check_resumable, load_trained
 
     _prepared.clear()
@@ -166,7 +167,8 @@ def check_before_run(config: DictConfig) -> Prepared | None:
         resume = check_resumable(config, run.module) if config.get("ckpt_path") else None
         prepared = Prepared(_plain(config), run=run, resume=resume)
     elif task == "bench":
-        from nerf_lab.config.build import BENCH_CHECKS, validate_config
+        from nerf_lab.config.build import validate_config
+        from nerf_lab.config.checks import BENCH_CHECKS
         from nerf_lab.runs.checkpoints import read_checkpoint
 
         check_values(config, BENCH_CHECKS)
