@@ -7,7 +7,8 @@ choices (`hyper_parameters.choices`: `data=blender`, `sampling=occupancy`, …, 
 1. composes TODAY's config from `conf/` with those choices (Hydra's compose API); a checkpoint
    written before the choices were stored has them inferred from its values: each group's
    option is the one whose tree (its keys, and its `_target_` strings compared as text) the
-   stored tree fits;
+   stored tree fits; so is a stored choice whose option's tree the stored values no longer
+   fit (its file changed since);
 2. overlays the stored values as plain data: only keys today's config has (or that the
    constructor of today's `_target_` there takes, such as `+trainer.overfit_batches`); never
    `_target_`, `_partial_`, `_args_`, `_convert_` or `_recursive_` (a stored one must equal
@@ -197,8 +198,8 @@ def infer_choices(stored: Any, where: str, known: dict[str, str] | None = None) 
     the option `known` names (the choices it stored) where the stored group fits it, else the
     first option (today's default first) whose tree the stored group's fits, `_target_`
     strings compared as text. So a checkpoint written before the choices were stored is
-    rebuilt, and so is one whose option has changed since (`sampling=tiny`, one dense pass
-    before it skipped empty space). `ConfigError` where none fits and nothing was stored."""
+    rebuilt, and so is one whose option's file has changed since it was written (its values
+    then fit another option). `ConfigError` where none fits and nothing was stored."""
     if not isinstance(stored, dict):
         raise ConfigError(f"{where}: hyper_parameters.config is not a mapping")
     known = known or {}
