@@ -66,7 +66,8 @@ def reference_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: di
 def nerf_lab_model() -> nn.Module:
     from hydra import compose, initialize_config_dir
 
-    from nerf_lab.config.build import CONF_DIR, build_module
+    from nerf_lab.config.build import build_module
+    from nerf_lab.config.compose import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_lego"])

@@ -95,7 +95,7 @@ def compose_config(overrides: list[str], output_dir: Path | None = None, cache: 
     from hydra import compose, initialize_config_dir
 
     from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
-    from nerf_lab.config.build import CONF_DIR
+    from nerf_lab.config.compose import CONF_DIR
 
     extra = []
     if output_dir is not None:

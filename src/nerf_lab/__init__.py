@@ -11,8 +11,8 @@ Rooms, each importing only those before it (`tests/test_layers.py` holds them to
 * `nerf_lab.visuals`: view panels and depth colour maps.
 * `nerf_lab.training`: the Lightning loop: the LightningModule, callbacks, schedules, the
   TensorBoard logger, device choices, the per-view test record (and LPIPS where installed).
-* `nerf_lab.config`: the run's config: its resolvers, value checks, the build of the run's
-  objects, and a checkpoint's stored config read as data.
+* `nerf_lab.config`: the run's config: its composition from `conf/`, resolvers, value checks,
+  the build of the run's objects, and a checkpoint's stored config read as data.
 * `nerf_lab.runs`: a run's record: checkpoints, run folders, metrics, stops, resume, and the
   Hydra callbacks.
 * `nerf_lab.analysis`: what a sweep says: arm statistics, curves, figures, the report; the

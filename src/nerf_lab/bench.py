@@ -23,7 +23,8 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.errors import ConfigError
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_initial_weights
-from nerf_lab.config.build import CONF_DIR, build_run
+from nerf_lab.config.build import build_run
+from nerf_lab.config.compose import CONF_DIR
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.records import format_table, write_json_atomically
 from nerf_lab.analysis.curves import PSNR_MILESTONES, read_curve_csv, time_to_psnr

@@ -21,7 +21,7 @@ from nerf_lab.errors import (
     exit_on_user_error,
     user_error_exit,
 )
-from nerf_lab.config.build import CONF_DIR
+from nerf_lab.config.compose import CONF_DIR
 from nerf_lab.config.resolvers import release_claims
 from nerf_lab.training.hardware import share_cpu_threads
 from nerf_lab.runs.hydra_callbacks import command_keys, write_summary

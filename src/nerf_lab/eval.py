@@ -29,7 +29,7 @@ from nerf_lab.config import resolvers  # noqa: F401 (registers the config's reso
 from nerf_lab.nerf.metrics import image_psnr
 from nerf_lab.runs.checkpoints import load_trained
 from nerf_lab.runs.hydra_callbacks import take_prepared
-from nerf_lab.config.build import CONF_DIR
+from nerf_lab.config.compose import CONF_DIR
 from nerf_lab.config.checks import EVAL_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.visuals.panels import comparison_strip, to_uint8

@@ -35,7 +35,7 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.runs.checkpoints import load_trained
 from nerf_lab.runs.hydra_callbacks import take_prepared
-from nerf_lab.config.build import CONF_DIR
+from nerf_lab.config.compose import CONF_DIR
 from nerf_lab.config.checks import RENDER_CHECKS, check_values
 from nerf_lab.training.hardware import keep_freed_memory, resolve_device, resolve_precision
 

@@ -29,12 +29,13 @@ from nerf_lab.cli import hydra_command, run_task
 from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers before Hydra composes it)
 from nerf_lab.errors import TrainingDiverged, TrainingFailed
 from nerf_lab.training.callbacks import AtomicCheckpointIO, StepPace, TrainingClock
-from nerf_lab.config.build import CONF_DIR, Run, build_run, run_config
+from nerf_lab.config.build import Run, build_run, run_config
+from nerf_lab.config.compose import CONF_DIR, run_choices
 from nerf_lab.runs.checkpoints import SCENE_KEY, Resume, check_resumable, read_checkpoint
 from nerf_lab.runs.hydra_callbacks import take_prepared
 from nerf_lab.training.hardware import keep_freed_memory, resolve_precision
 from nerf_lab.runs.resume import ScheduleFromConfig
-from nerf_lab.config.stored import CHOICES_KEY, run_choices
+from nerf_lab.config.stored import CHOICES_KEY
 from nerf_lab.runs.records import finish_record, start_record
 from nerf_lab.training.views import record_test_views
 from nerf_lab.runs.stops import (

@@ -121,7 +121,7 @@ def test_the_check_before_eval_or_render_hands_over_its_model_and_data_module(tr
 
     import nerf_lab.runs.checkpoints as checkpoints
     from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
-    from nerf_lab.config.build import CONF_DIR
+    from nerf_lab.config.compose import CONF_DIR
     from nerf_lab.eval import evaluate
     from nerf_lab.render import render_orbit
     from nerf_lab.runs.hydra_callbacks import check_before_run

@@ -6,7 +6,8 @@ from hydra.utils import instantiate
 
 from nerf_lab.cli import unknown_option_error
 from nerf_lab.errors import ConfigError
-from nerf_lab.config.build import CONF_DIR, build_datamodule, build_module, validate_config
+from nerf_lab.config.build import build_datamodule, build_module, validate_config
+from nerf_lab.config.compose import CONF_DIR
 from nerf_lab.nerf.ray_samplers import OccupancyGridSampler, StratifiedSampler
 
 GROUPS = ["data", "model", "encoding", "sampling", "optim", "module", "trainer", "logger", "callbacks", "experiment"]
@@ -240,7 +241,8 @@ def test_a_new_model_is_one_yaml_file_and_gets_the_default_sampling_and_schedule
     from omegaconf import open_dict
 
     from nerf_lab.config import resolvers  # noqa: F401 (registers the config's resolvers)
-    from nerf_lab.config.build import CONF_DIR, build_module
+    from nerf_lab.config.build import build_module
+    from nerf_lab.config.compose import CONF_DIR
 
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)

@@ -34,7 +34,7 @@ def test_every_key_whose_default_is_null_has_a_type_check():
     key's type, so each such key has a check of its own, which a recorded mapping or list
     passes through when it is read back."""
     from nerf_lab.config.checks import checked_keys
-    from nerf_lab.config.stored import GROUPS, compose, options
+    from nerf_lab.config.compose import GROUPS, compose, options
 
     checked = checked_keys()
     null_keys: set[str] = set()
@@ -144,8 +144,8 @@ def test_the_direction_encodings_choice_is_stored_and_rebuilt(tmp_path, directio
     # inferred from the stored tree.
     from hydra import compose, initialize_config_dir
 
-    from nerf_lab.config.build import CONF_DIR
-    from nerf_lab.config.stored import run_choices
+    from nerf_lab.config.compose import CONF_DIR
+    from nerf_lab.config.compose import run_choices
     from nerf_lab.nerf.encoding import PositionalEncoding, SphericalHarmonicsEncoding
     from nerf_lab.runs.checkpoints import load_trained
 

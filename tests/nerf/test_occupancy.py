@@ -18,7 +18,8 @@ from nerf_lab.nerf.occupancy import OccupancyGrid, occupied_at
 from nerf_lab.nerf.rays import ray_box_intersection
 from nerf_lab.nerf.rays import RayBundle, image_rays, look_at
 from nerf_lab.nerf.sampling import midpoints, stratified_edges
-from nerf_lab.config.build import CONF_DIR, validate_config
+from nerf_lab.config.build import validate_config
+from nerf_lab.config.compose import CONF_DIR
 
 BOX = [[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]]
 # An axis-aligned block whose faces lie on cell boundaries of a 12³ grid over BOX (cells of

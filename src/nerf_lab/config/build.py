@@ -23,7 +23,6 @@ from nerf_lab.errors import ConfigError
 from nerf_lab.nerf.parameters import ParameterError
 from nerf_lab.training.module import NeRFLitModule
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 @dataclass

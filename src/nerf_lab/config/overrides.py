@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.config.stored import SPECIAL_KEYS, compose, constructor_keys, flatten, takes_key
+from nerf_lab.config.compose import SPECIAL_KEYS, compose, constructor_keys, flatten, takes_key
 
 
 def _parse(arguments: list[str]) -> list[Any]:

@@ -40,9 +40,9 @@ def companion(group: str, model: str, default: str) -> str:
     if GlobalHydra.instance().is_initialized():
         options = GlobalHydra.instance().config_loader().get_group_options(group)
     else:
-        from nerf_lab.config.build import CONF_DIR
+        from nerf_lab.config.compose import options as conf_options
 
-        options = [path.stem for path in (CONF_DIR / group).glob("*.yaml")]
+        options = conf_options(group)
     return model if model in options else default
 
 

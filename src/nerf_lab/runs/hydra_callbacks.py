@@ -202,7 +202,7 @@ def command_keys(task: str) -> set[str]:
     """The top-level keys a command's config (`conf/<task>.yaml`) has."""
     from omegaconf import OmegaConf
 
-    from nerf_lab.config.build import CONF_DIR
+    from nerf_lab.config.compose import CONF_DIR
 
     return set(OmegaConf.load(CONF_DIR / f"{task}.yaml")) - {"defaults"} | {"paths", "hydra"}
 

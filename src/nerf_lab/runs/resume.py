@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nerf_lab.errors import ConfigError
-from nerf_lab.config.stored import CHOICES_KEY, INFERRED_GROUPS, flatten, infer_choices
+from nerf_lab.config.compose import flatten
+from nerf_lab.config.stored import CHOICES_KEY, INFERRED_GROUPS, infer_choices
 
 log = logging.getLogger("nerf_lab")
 
