@@ -236,11 +236,11 @@ def _pose_problem(matrix: list[list[float]]) -> str | None:
     return None
 
 
-def check_images(index: SplitIndex) -> int:
+def check_images(index: SplitIndex) -> list[tuple[int, int]]:
     """Check every image of a split from its header alone (no decoding): an RGB or RGBA
     image of 8 or 16 bits a channel that imageio reads; one size for the split, unless every
     frame states its own intrinsics (then each its own); each mask one channel, of its
-    image's size. Returns the smallest width."""
+    image's size. Returns each frame's (width, height) as stored."""
     sizes = [image_size(frame.path) for frame in index.frames]
     each_own = all(frame.intrinsics.own for frame in index.frames)
     for number, (frame, size) in enumerate(zip(index.frames, sizes)):
@@ -253,7 +253,7 @@ def check_images(index: SplitIndex) -> int:
         if frame.mask is not None and mask_size(frame.mask) != size:
             width, height = mask_size(frame.mask)
             raise DataError(f"{frame.mask} is {width}×{height}, but its image {frame.path} is {size[0]}×{size[1]}: expected a mask of its image's size")
-    return min(width for width, _ in sizes)
+    return sizes
 
 
 def load_split(
@@ -276,7 +276,7 @@ def load_split(
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of {SPLITS}")
     index = read_split_index(Path(scene_dir), split, camera_convention)
-    check_images(index)
+    sizes = check_images(index)
 
     cache_path = _cache_path(index, resolution, cache_dir) if cache_dir is not None else None
     premultiplied = read_cached_array(cache_path, len(index.frames), resolution) if cache_path is not None else None
@@ -284,7 +284,6 @@ def load_split(
         premultiplied = decode_and_resize([frame.path for frame in index.frames], resolution, mixed_heights=True)
         if cache_path is not None:
             save_array_atomically(cache_path, premultiplied)
-    sizes = [image_size(frame.path) for frame in index.frames]
     heights = tuple(output_height(width, height, resolution) for width, height in sizes)
     masks = valid_pixels(index, heights, resolution)
 

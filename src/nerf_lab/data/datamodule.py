@@ -192,7 +192,7 @@ class BlenderDataModule(pl.LightningDataModule):
         fails before a run starts."""
         for split in splits:
             index = self._index(split)
-            width = check_images(index)
+            width = min(width for width, _ in check_images(index))
             if self.resolution > width:
                 raise DataError(
                     f"data.resolution={self.resolution} is larger than the source images "
